@@ -1,0 +1,5 @@
+"""`python -m broker` is `token-broker`."""
+
+from broker.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""The upstream identity provider (ShotGrid): small capability protocols and one error tree.
+
+Shaped after Dex's connectors: each capability is its own protocol, so the broker asks for
+exactly what it uses (`PasswordUpstream.login`, `RefreshUpstream.refresh`, ...), and the
+emulator and the real client both satisfy them. Errors are a closed tree; callers map them
+to RFC 6749 errors and never see httpx or JSON exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A ShotGrid HumanUser as the broker needs it."""
+
+    user_id: int
+    login: str
+    email: str
+    name: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTokens:
+    """A ShotGrid REST token pair. `refresh_token` may be empty when ShotGrid gives none."""
+
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+    """When `access_token` stops working (timezone-aware UTC)."""
+
+    refresh_expires_at: datetime | None = None
+    """When `refresh_token` goes stale, if known (ShotGrid: about 24 h after issue)."""
+
+    def __repr__(self) -> str:  # never print the tokens themselves
+        return f"UpstreamTokens(expires_at={self.expires_at.isoformat()}, access_token=***)"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    identity: Identity
+    tokens: UpstreamTokens
+
+
+class UpstreamError(Exception):
+    """Base of every upstream failure. Messages are safe to log: they never hold a secret."""
+
+
+class InvalidCredentials(UpstreamError):
+    """Unknown login or wrong password (deliberately indistinguishable)."""
+
+
+class InactiveUser(UpstreamError):
+    """The HumanUser exists but is disabled (`sg_status_list` = `dis`)."""
+
+
+class TwoFactorRequired(UpstreamError):
+    """The site or user requires a two-factor code, which a password grant cannot carry."""
+
+
+class SsoRequired(UpstreamError):
+    """The user (or site) signs in through SSO/Autodesk Identity only; no legacy password."""
+
+
+class UpstreamTokenRejected(UpstreamError):
+    """ShotGrid refused a stored token (refresh token stale, revoked or rotated away)."""
+
+
+class UnknownUser(UpstreamError):
+    """A lookup by id or login found no such HumanUser (retired or never existed)."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """ShotGrid could not be reached, timed out, or answered with a server error."""
+
+
+class PasswordUpstream(Protocol):
+    async def login(self, login: str, password: str) -> LoginResult:
+        """Check the credentials and return who they belong to plus a fresh token pair.
+
+        The password lives only on the stack of this call.
+        """
+        ...
+
+
+class RefreshUpstream(Protocol):
+    async def refresh(self, refresh_token: str) -> UpstreamTokens:
+        """Exchange an upstream refresh token for a new pair (ShotGrid rotates it)."""
+        ...
+
+
+class DirectoryUpstream(Protocol):
+    async def user_by_id(self, user_id: int, *, access_token: str | None = None) -> Identity:
+        """Read a HumanUser by id, with the broker's script key or the given user token."""
+        ...
+
+
+class SudoUpstream(Protocol):
+    async def sudo_token(self, login: str) -> UpstreamTokens:
+        """A REST token for the broker's script with `scope=sudo_as_login:<login>`."""
+        ...
+
+
+__all__ = [
+    "DirectoryUpstream",
+    "Identity",
+    "InactiveUser",
+    "InvalidCredentials",
+    "LoginResult",
+    "PasswordUpstream",
+    "RefreshUpstream",
+    "SsoRequired",
+    "SudoUpstream",
+    "TwoFactorRequired",
+    "UnknownUser",
+    "UpstreamError",
+    "UpstreamTokenRejected",
+    "UpstreamTokens",
+    "UpstreamUnavailable",
+]
