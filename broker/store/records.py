@@ -1,0 +1,172 @@
+"""Records the store keeps. Plain frozen dataclasses, no behaviour beyond derived flags.
+
+Every datetime is timezone-aware UTC truncated to milliseconds (`ms`), because MongoDB
+keeps milliseconds and a record must compare equal after a round trip through any backend.
+Secrets never appear here in clear: client secrets are hashes, keys and upstream tokens are
+AES-GCM ciphertexts (`tokens/crypto.py`), refresh tokens are known only by their `jti`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+SCHEMA_VERSION = 1
+"""Bumped when a record's stored shape changes; readers accept every older version."""
+
+
+def ms(value: datetime) -> datetime:
+    """Truncate to milliseconds in UTC: the precision every backend can keep."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: the broker only handles aware UTC datetimes")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    client_id: str
+    name: str = ""
+    public: bool = True
+    secret_hash: str | None = None
+    """`tokens.secrets.hash_client_secret` output; None for public clients."""
+    grant_types: tuple[str, ...] = ()
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    """Extra CORS origins beyond those derived from the redirect URIs."""
+    scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
+    audiences: tuple[str, ...] = ()
+    """Audiences this client may request by token exchange."""
+    may_introspect: bool = False
+    may_exchange_shotgrid: bool = False
+    max_exchange_lifetime: int | None = None
+    """Seconds; an exchanged token may outlive its subject token only up to this."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One login: the password grant or the browser login page created it."""
+
+    sid: str
+    user_id: int
+    login: str
+    email: str
+    name: str
+    auth_time: datetime
+    expires_at: datetime
+    """Absolute end of the session (and of every refresh family under it)."""
+    last_checked_at: datetime
+    """Last time the user was confirmed active upstream."""
+    revoked_at: datetime | None = None
+    cookie_hash: str | None = None
+    """SHA-256 of the SSO cookie value, for browser sessions."""
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRecord:
+    """A refresh-token family: one chain of rotations from one grant."""
+
+    family_id: str
+    sid: str
+    client_id: str
+    scope: str
+    audience: str
+    created_at: datetime
+    expires_at: datetime
+    """Absolute lifetime of the family."""
+    revoked_at: datetime | None = None
+    revoked_reason: str | None = None
+    code_hash: str | None = None
+    """The authorization code this family came from, to revoke it on code replay."""
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenRecord:
+    jti: str
+    family_id: str
+    issued_at: datetime
+    expires_at: datetime
+    """Idle expiry, never after the family's absolute expiry."""
+    used_at: datetime | None = None
+    successor_jti: str | None = None
+
+
+class RotationStatus(StrEnum):
+    ROTATED = "rotated"
+    """The parent was unused: it is now used and the successor is stored."""
+    GRACE = "grace"
+    """The parent was used within the grace period: `successor` is the earlier successor."""
+    REUSED = "reused"
+    """The parent was used before the grace period: the family is now revoked."""
+    INVALID = "invalid"
+    """Unknown token, expired, or its family/session already revoked or expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    status: RotationStatus
+    successor: RefreshTokenRecord | None = None
+    family: FamilyRecord | None = None
+
+
+class KeyState(StrEnum):
+    NEXT = "next"
+    CURRENT = "current"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    kid: str
+    alg: str
+    """RS256 or ES256 for published signing keys; HS256 for the broker-only refresh key."""
+    state: KeyState
+    private_jwk: bytes
+    """AES-GCM ciphertext of the private JWK (JSON), bound to the kid."""
+    created_at: datetime
+    activated_at: datetime | None = None
+    retired_at: datetime | None = None
+    drop_after: datetime | None = None
+    """A retired key is unpublished and deleted after this instant."""
+    use: str = "sig"
+    """`sig` for published keys, `rt` for the refresh-token MAC key (never published)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTokenRecord:
+    """Encrypted ShotGrid tokens kept under a key: `session:<sid>` or `sudo:<login>`."""
+
+    key: str
+    access_token: bytes
+    refresh_token: bytes | None
+    expires_at: datetime
+    refresh_expires_at: datetime | None
+    version: int = 1
+    """Bumped by every swap: the compare-and-swap guard."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCodeRecord:
+    code_hash: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    sid: str
+    auth_time: datetime
+    expires_at: datetime
+    nonce: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+    used_at: datetime | None = None
+    family_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
