@@ -7,29 +7,171 @@ as ../CONTRACT.md requires; tracebacks are for bugs, not for operator mistakes.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+from broker.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from broker.core import Broker
+
+CONFIG_ENV = "TOKEN_BROKER_CONFIG"
 
 
 class CommandError(Exception):
     """An operator mistake: printed as one line, exit status 2."""
 
 
-def _not_implemented(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(_: argparse.Namespace) -> int:
-        raise CommandError(f"`token-broker {name}` is not implemented yet")
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(getattr(args, "config", None) or os.environ.get(CONFIG_ENV))
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
 
-    return run
+
+def _admin_broker(args: argparse.Namespace) -> Broker:
+    from broker.admin import AdminError, open_broker
+    from broker.store import StoreError
+
+    try:
+        return open_broker(_settings(args))
+    except (AdminError, StoreError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from broker.demo import run_demo
+
+    try:
+        return run_demo(args.host, args.port, args.shotgrid_port, args.data_dir)
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings(args)
+    problems = settings.production_problems()
+    if problems:
+        for problem in problems:
+            print(f"token-broker: {problem}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
+    if args.config:
+        os.environ[CONFIG_ENV] = str(args.config)
+    uvicorn.run(
+        "broker.app:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=True,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+def _cmd_keys_list(args: argparse.Namespace) -> int:
+    from broker.admin import key_rows
+
+    broker = _admin_broker(args)
+    rows = key_rows(broker)
+    print(f"{'KID':<45} {'ALG':<6} {'STATE':<8} CREATED")
+    for kid, alg, state, created in rows:
+        print(f"{kid:<45} {alg:<6} {state:<8} {created}")
+    return 0
+
+
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from broker.admin import rotate_keys
+
+    broker = _admin_broker(args)
+    for current, nxt in rotate_keys(broker):
+        print(f"signing with {current}; next key {nxt} published")
+    return 0
+
+
+def _cmd_keys_retire(args: argparse.Namespace) -> int:
+    from broker.admin import AdminError, retire_key
+
+    broker = _admin_broker(args)
+    try:
+        retire_key(broker, args.kid)
+    except AdminError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"retired {args.kid}; unpublished once the tokens it signed have expired")
+    return 0
+
+
+def _cmd_clients_list(args: argparse.Namespace) -> int:
+    broker = _admin_broker(args)
+    for c in broker.store.list_clients():
+        kind = "public" if c.public else "confidential"
+        print(f"{c.client_id}\t{kind}\t{' '.join(c.grant_types)}\t{' '.join(c.redirect_uris)}")
+    return 0
+
+
+def _cmd_clients_add(args: argparse.Namespace) -> int:
+    from broker.admin import AdminError, add_client
+
+    broker = _admin_broker(args)
+    try:
+        record, secret = add_client(
+            broker.store,
+            args.client_id,
+            confidential=args.confidential,
+            grants=args.grant or [],
+            redirect_uris=args.redirect_uri or [],
+            post_logout_redirect_uris=args.post_logout_redirect_uri or [],
+            origins=args.origin or [],
+            scopes=args.scope or [],
+            audiences=args.audience or [],
+            may_introspect=args.introspect,
+            may_exchange_shotgrid=args.shotgrid_exchange,
+            max_exchange_lifetime=args.max_exchange_lifetime,
+            name=args.name or "",
+            replace_existing=args.replace,
+        )
+    except AdminError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"added client {record.client_id}")
+    if secret:
+        print(f"client secret (shown once, store it now): {secret}")
+    return 0
+
+
+def _cmd_clients_remove(args: argparse.Namespace) -> int:
+    from broker.admin import AdminError, remove_client
+
+    broker = _admin_broker(args)
+    try:
+        remove_client(broker.store, args.client_id)
+    except AdminError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"removed client {args.client_id}")
+    return 0
 
 
 def _cmd_shotgrid_emulator(args: argparse.Namespace) -> int:
     from broker.upstream.emulator import run_emulator_cli
 
-    return run_emulator_cli(host=args.host, port=args.port, users_file=args.users)
+    status: int = run_emulator_cli(host=args.host, port=args.port, users_file=args.users)
+    return status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the contract), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="token-broker",
         description="OAuth2/OpenID Connect token broker for ShotGrid logins.",
     )
@@ -45,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--shotgrid-port", type=int, default=8100)
     demo.add_argument("--data-dir", default=".broker-demo")
-    demo.set_defaults(func=_not_implemented("demo"))
+    demo.set_defaults(func=_cmd_demo)
 
     serve = sub.add_parser(
         "serve",
@@ -57,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--config", metavar="FILE", help="TOML settings file")
-    serve.set_defaults(func=_not_implemented("serve"))
+    serve.set_defaults(func=_cmd_serve)
 
     emu = sub.add_parser(
         "shotgrid-emulator",
@@ -74,14 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--config", metavar="FILE", help="TOML settings file")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     keys_sub.add_parser("list", help="list keys (kid, alg, state, created)").set_defaults(
-        func=_not_implemented("keys list")
+        func=_cmd_keys_list
     )
     keys_sub.add_parser(
         "rotate", help="promote the next key to signing and publish a new next key"
-    ).set_defaults(func=_not_implemented("keys rotate"))
+    ).set_defaults(func=_cmd_keys_rotate)
     retire = keys_sub.add_parser("retire", help="retire a key by kid")
     retire.add_argument("kid")
-    retire.set_defaults(func=_not_implemented("keys retire"))
+    retire.set_defaults(func=_cmd_keys_retire)
 
     clients = sub.add_parser(
         "clients", help="manage the OAuth client registry", description="OAuth clients."
@@ -89,14 +231,58 @@ def build_parser() -> argparse.ArgumentParser:
     clients.add_argument("--config", metavar="FILE", help="TOML settings file")
     clients_sub = clients.add_subparsers(dest="clients_command", required=True, metavar="ACTION")
     clients_sub.add_parser("list", help="list registered clients").set_defaults(
-        func=_not_implemented("clients list")
+        func=_cmd_clients_list
     )
     add = clients_sub.add_parser("add", help="register a client")
     add.add_argument("client_id")
-    add.set_defaults(func=_not_implemented("clients add"))
+    kind = add.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--public",
+        dest="confidential",
+        action="store_false",
+        default=False,
+        help="no secret (browser and CLI apps; the default)",
+    )
+    kind.add_argument(
+        "--confidential",
+        dest="confidential",
+        action="store_true",
+        help="generate a client secret, printed once",
+    )
+    add.add_argument("--name", help="display name")
+    add.add_argument(
+        "--grant", action="append", metavar="GRANT_TYPE", help="allowed grant type (repeat)"
+    )
+    add.add_argument(
+        "--redirect-uri",
+        action="append",
+        metavar="URI",
+        help="registered redirect URI (repeat); loopback URIs match any port",
+    )
+    add.add_argument("--post-logout-redirect-uri", action="append", metavar="URI")
+    add.add_argument(
+        "--origin",
+        action="append",
+        metavar="ORIGIN",
+        help="extra CORS origin beyond those of the redirect URIs",
+    )
+    add.add_argument("--scope", action="append", metavar="SCOPE", help="allowed scope (repeat)")
+    add.add_argument(
+        "--audience",
+        action="append",
+        metavar="AUD",
+        help="audience the client may request by token exchange (repeat)",
+    )
+    add.add_argument("--introspect", action="store_true", help="may call /introspect")
+    add.add_argument(
+        "--shotgrid-exchange", action="store_true", help="may exchange tokens for ShotGrid tokens"
+    )
+    add.add_argument("--max-exchange-lifetime", type=int, metavar="SECONDS")
+    add.add_argument("--replace", action="store_true", help="overwrite an existing client")
+    add.set_defaults(func=_cmd_clients_add)
     remove = clients_sub.add_parser("remove", help="remove a client")
     remove.add_argument("client_id")
-    remove.set_defaults(func=_not_implemented("clients remove"))
+    remove.set_defaults(func=_cmd_clients_remove)
     return parser
 
 

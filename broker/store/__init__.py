@@ -211,7 +211,7 @@ def open_store(url: str) -> Store:
 
 def _load_builtin(scheme: str) -> None:
     if scheme == "sqlite":
-        import broker.store.sqlite  # noqa: F401  (registers itself)
+        import broker.store.sqlite
     elif scheme in ("mongodb", "mongodb+srv"):
         import broker.store.mongo  # noqa: F401
 

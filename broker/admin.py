@@ -1,0 +1,122 @@
+"""Operator actions behind `token-broker keys` and `token-broker clients`: plain functions
+over the store, so the CLI only parses arguments."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import replace
+
+from broker.core import Broker
+from broker.settings import Settings
+from broker.store import ClientRecord, Store, open_store
+from broker.tokens.secrets import hash_client_secret
+
+KNOWN_GRANTS = (
+    "password",
+    "refresh_token",
+    "authorization_code",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:token-exchange",
+)
+
+
+class AdminError(Exception):
+    """An operator mistake, shown as one line."""
+
+
+def open_broker(settings: Settings) -> Broker:
+    problems = [p for p in settings.production_problems() if "STORE_URL" in p or "SECRET_KEY" in p]
+    if problems:
+        raise AdminError("; ".join(problems))
+    assert settings.store_url is not None
+    store = open_store(settings.store_url)
+    # Key commands never talk to ShotGrid; issuer only labels tokens, unused here.
+    broker = Broker(
+        settings.model_copy(update={"issuer": settings.issuer or "http://127.0.0.1"}),
+        store,
+        upstream=None,
+    )
+    return broker
+
+
+def key_rows(broker: Broker) -> list[tuple[str, str, str, str]]:
+    return [
+        (r.kid, r.alg, r.state.value, r.created_at.isoformat(timespec="seconds"))
+        for r in broker.keys.records()
+        if r.use == "sig"
+    ]
+
+
+def rotate_keys(broker: Broker) -> list[tuple[str, str]]:
+    broker.keys.ensure_keys()
+    return [broker.keys.rotate(alg) for alg in broker.keys.algs]
+
+
+def retire_key(broker: Broker, kid: str) -> None:
+    records = {r.kid: r for r in broker.keys.records() if r.use == "sig"}
+    if kid not in records:
+        raise AdminError(f"no signing key with kid {kid!r}")
+    target = records[kid]
+    if target.state.value == "current":
+        raise AdminError(f"key {kid} is signing; run `token-broker keys rotate` first")
+    broker.keys.retire(kid)
+
+
+def add_client(
+    store: Store,
+    client_id: str,
+    *,
+    confidential: bool,
+    grants: Sequence[str],
+    redirect_uris: Sequence[str] = (),
+    post_logout_redirect_uris: Sequence[str] = (),
+    origins: Sequence[str] = (),
+    scopes: Sequence[str] = (),
+    audiences: Sequence[str] = (),
+    may_introspect: bool = False,
+    may_exchange_shotgrid: bool = False,
+    max_exchange_lifetime: int | None = None,
+    name: str = "",
+    replace_existing: bool = False,
+) -> tuple[ClientRecord, str | None]:
+    """Register a client. Returns the record and, for a confidential client, its secret:
+    generated here and shown once, never stored in clear nor taken from the command line
+    (where `ps` and shell history would keep it)."""
+    if not client_id or len(client_id) > 200 or not client_id.isprintable() or " " in client_id:
+        raise AdminError("client id must be 1-200 printable characters without spaces")
+    unknown = [g for g in grants if g not in KNOWN_GRANTS]
+    if unknown:
+        raise AdminError(f"unknown grant type {unknown[0]!r}; known: {', '.join(KNOWN_GRANTS)}")
+    if not grants:
+        raise AdminError("give at least one --grant")
+    if not confidential and any(g in ("client_credentials", KNOWN_GRANTS[-1]) for g in grants):
+        raise AdminError("client_credentials and token exchange need a confidential client")
+    if "authorization_code" in grants and not redirect_uris:
+        raise AdminError("authorization_code needs at least one --redirect-uri")
+    if store.get_client(client_id) is not None and not replace_existing:
+        raise AdminError(f"client {client_id!r} already exists (use --replace)")
+    secret = secrets.token_urlsafe(32) if confidential else None
+    record = ClientRecord(
+        client_id=client_id,
+        name=name,
+        public=not confidential,
+        secret_hash=hash_client_secret(secret) if secret else None,
+        grant_types=tuple(grants),
+        redirect_uris=tuple(redirect_uris),
+        post_logout_redirect_uris=tuple(post_logout_redirect_uris),
+        allowed_origins=tuple(origins),
+        audiences=tuple(audiences),
+        may_introspect=may_introspect,
+        may_exchange_shotgrid=may_exchange_shotgrid,
+        max_exchange_lifetime=max_exchange_lifetime,
+    )
+    if scopes:
+        record = replace(record, scopes=tuple(scopes))
+    store.put_client(record)
+    return record, secret
+
+
+def remove_client(store: Store, client_id: str) -> None:
+    if not store.delete_client(client_id):
+        raise AdminError(f"no client {client_id!r}")

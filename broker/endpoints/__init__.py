@@ -1,0 +1,1 @@
+"""One module per non-grant endpoint, named after its specification."""

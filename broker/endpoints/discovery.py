@@ -1,0 +1,53 @@
+"""Authorization server metadata: RFC 8414 and OpenID Connect Discovery 1.0 §3.
+
+Built from the issuer setting only (never from the request's Host), and truthful: a field
+appears only when the endpoint or feature exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.server import SCOPES_SUPPORTED
+
+GRANT_TYPES = ["password", "refresh_token"]
+
+
+def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
+    algs = sorted({signing_alg, "RS256"})
+    doc: dict[str, Any] = {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/jwks.json",
+        "scopes_supported": SCOPES_SUPPORTED,
+        "response_types_supported": ["code"],
+        "grant_types_supported": list(GRANT_TYPES),
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "access_token_signing_alg_values_supported": algs,
+        "claims_supported": [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "sid",
+            "nonce",
+            "at_hash",
+            "name",
+            "preferred_username",
+            "email",
+            "email_verified",
+        ],
+        "service_documentation": f"{issuer}/openapi.yaml",
+    }
+    if not openid:
+        for key in ("subject_types_supported", "id_token_signing_alg_values_supported"):
+            doc.pop(key)
+    return doc

@@ -1,0 +1,37 @@
+"""One module per grant type; each maps upstream and store failures to RFC 6749 errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import anyio.from_thread
+from authlib.oauth2.rfc6749 import InvalidScopeError
+
+T = TypeVar("T")
+
+#: Token responses are never cached (RFC 6749 §5.1).
+TOKEN_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Cache-Control", "no-store"),
+    ("Pragma", "no-cache"),
+]
+
+DEFAULT_SCOPE = "profile email"
+
+
+def run_async(func: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    """Run an upstream coroutine from the Authlib worker thread on the server's loop, so
+    the upstream client's pooled connections are shared by every request."""
+    return anyio.from_thread.run(func, *args)
+
+
+def resolve_scope(requested: str | None, allowed: tuple[str, ...], default: str) -> str:
+    """The granted scope: the request's (all of it must be allowed), else the default
+    narrowed to what the client may have. Order is kept; duplicates dropped."""
+    if requested is None or not requested.strip():
+        return " ".join(s for s in default.split() if s in allowed)
+    wanted = list(dict.fromkeys(requested.split()))
+    if any(s not in allowed for s in wanted):
+        raise InvalidScopeError()
+    return " ".join(wanted)

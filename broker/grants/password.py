@@ -1,0 +1,103 @@
+"""Resource Owner Password Credentials grant (RFC 6749 §4.3), first-party clients only.
+
+The credentials are checked against ShotGrid's own token endpoint; the password lives on
+the stack of this request and nowhere else. Upstream refusals become `invalid_grant` with
+a description that tells the user what to do (RFC 6749 §5.2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import (
+    InvalidGrantError,
+    InvalidRequestError,
+    UnauthorizedClientError,
+    grants,
+)
+
+from broker.errors import TemporarilyUnavailableError
+from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, resolve_scope, run_async
+from broker.upstream import (
+    InactiveUser,
+    InvalidCredentials,
+    LoginResult,
+    SsoRequired,
+    TwoFactorRequired,
+    UpstreamUnavailable,
+)
+
+MESSAGES = {
+    InvalidCredentials: (
+        "Wrong ShotGrid username or password. Use your ShotGrid login and your Legacy Login "
+        "password; on Autodesk Identity (cloud) sites that password works only once a "
+        "Personal Access Token is bound to your account (Account Settings > Legacy Login "
+        "and Personal Access Token)."
+    ),
+    InactiveUser: (
+        "This ShotGrid account is disabled. Ask your ShotGrid administrator to reactivate it."
+    ),
+    TwoFactorRequired: (
+        "This ShotGrid account requires two-factor authentication, which password sign-in "
+        "cannot carry. Sign in through the browser login instead, or ask your administrator."
+    ),
+    SsoRequired: (
+        "This ShotGrid account signs in through single sign-on only, so it has no password "
+        "the broker can check. Set a Legacy Login password and bind a Personal Access Token "
+        "in ShotGrid's Account Settings, or ask your administrator."
+    ),
+}
+
+
+def upstream_login(grant: Any, username: str, password: str) -> LoginResult:
+    """Shared by the password grant and the login page: map upstream errors to OAuth."""
+    broker = grant.server.broker
+    try:
+        result: LoginResult = run_async(broker.upstream.login, username, password)
+    except UpstreamUnavailable:
+        raise TemporarilyUnavailableError(
+            "ShotGrid is not reachable right now; nothing was changed. Try again shortly.",
+            retry_after=5,
+        ) from None
+    except (InvalidCredentials, InactiveUser, TwoFactorRequired, SsoRequired) as exc:
+        raise InvalidGrantError(MESSAGES[type(exc)]) from None
+    return result
+
+
+class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"]
+
+    def validate_token_request(self) -> None:
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError("This client may not use the password grant.")
+        form = self.request.form
+        username, password = form.get("username"), form.get("password")
+        if not username:
+            raise InvalidRequestError("Missing 'username' in request.")
+        if password is None or password == "":
+            raise InvalidRequestError("Missing 'password' in request.")
+        if len(username) > 256 or len(password) > 1024:
+            raise InvalidRequestError("'username' or 'password' is too long.")
+        self.request.client = client
+        self.request.extra["scope"] = resolve_scope(
+            self.request.payload.scope, client.record.scopes, DEFAULT_SCOPE
+        )
+        result = upstream_login(self, username, password)
+        self.request.user = result.identity
+        self.request.credential = result
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        broker = self.server.broker
+        client = self.request.client
+        result: LoginResult = self.request.credential
+        scope: str = self.request.extra["scope"]
+        session = broker.new_session(result.identity)
+        broker.keep_upstream_tokens(session, result.tokens)
+        family = refresh = None
+        if client.check_grant_type("refresh_token"):
+            family, refresh = broker.start_family(session, client.client_id, scope)
+        body = broker.token_response(
+            session, client.client_id, scope, family=family, refresh=refresh
+        )
+        return 200, body, TOKEN_HEADERS

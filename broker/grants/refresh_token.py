@@ -1,0 +1,176 @@
+"""Refresh Token grant (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
+
+Every use rotates. The rotation is one compare-and-swap in the store
+(`Store.rotate_refresh_token`), never Authlib's read → issue → revoke sequence, so
+concurrent uses of one token across threads and processes yield exactly one successor:
+within the reuse grace a repeated use gets that same successor back, later reuse revokes
+the whole family. At most every `upstream_recheck` seconds the user is re-read in ShotGrid
+so a deactivated user loses the family at the next refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidGrantError, grants
+
+from broker.errors import TemporarilyUnavailableError
+from broker.grants import TOKEN_HEADERS
+from broker.store import (
+    FamilyRecord,
+    RefreshTokenRecord,
+    RotationStatus,
+    SessionRecord,
+)
+from broker.tokens.claims import REFRESH_TOKEN_TYP
+from broker.upstream import (
+    InactiveUser,
+    UnknownUser,
+    UpstreamTokenRejected,
+    UpstreamUnavailable,
+)
+
+log = logging.getLogger("broker.grants.refresh_token")
+
+
+class RefreshCredential:
+    """Authlib's view of a presented refresh token (its TokenMixin subset)."""
+
+    def __init__(
+        self, record: RefreshTokenRecord, family: FamilyRecord, session: SessionRecord
+    ) -> None:
+        self.record = record
+        self.family = family
+        self.session = session
+
+    def check_client(self, client: Any) -> bool:
+        return bool(self.family.client_id == client.get_client_id())
+
+    def get_scope(self) -> str:
+        return self.family.scope
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"]
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
+        broker = self.server.broker
+        try:
+            claims = broker.keys.verify(refresh_token, use="rt", typ=REFRESH_TOKEN_TYP)
+        except ValueError:
+            return None
+        jti = claims.get("jti")
+        if claims.get("iss") != broker.issuer or claims.get("aud") != broker.issuer:
+            return None
+        if not isinstance(jti, str):
+            return None
+        store = broker.store
+        record = store.get_refresh_token(jti)
+        if record is None:
+            return None
+        family = store.get_family(record.family_id)
+        session = store.get_session(family.sid) if family else None
+        if family is None or session is None:
+            return None
+        return RefreshCredential(record, family, session)
+
+    def authenticate_user(self, credential: RefreshCredential) -> SessionRecord:
+        return credential.session
+
+    def revoke_old_credential(self, credential: RefreshCredential) -> None:
+        """Nothing: the rotation compare-and-swap already consumed the parent."""
+
+    def validate_token_request(self) -> None:
+        client = self._validate_request_client()
+        self.request.client = client
+        credential: RefreshCredential = self._validate_request_token(client)
+        self._validate_token_scope(credential)
+        self.request.refresh_token = credential
+        broker = self.server.broker
+        now = broker.now()
+        if credential.family.revoked or credential.session.revoked:
+            raise InvalidGrantError("This refresh token has been revoked; sign in again.")
+        if credential.session.expires_at <= now or credential.family.expires_at <= now:
+            raise InvalidGrantError("This sign-in has expired; sign in again.")
+        self._recheck_upstream(credential.session)
+        successor = broker.next_refresh_record(credential.family, now)
+        result = broker.store.rotate_refresh_token(
+            credential.record.jti,
+            successor,
+            now,
+            timedelta(seconds=broker.settings.refresh_reuse_grace),
+        )
+        if result.status is RotationStatus.REUSED:
+            log.warning(
+                "refresh token reuse detected; family revoked",
+                extra={"family_id": credential.family.family_id, "client_id": client.client_id},
+            )
+            raise InvalidGrantError(
+                "This refresh token was already used; for safety the sign-in is revoked. "
+                "Sign in again."
+            )
+        if result.status is RotationStatus.INVALID or result.successor is None:
+            raise InvalidGrantError("This refresh token is expired or revoked; sign in again.")
+        self.request.extra["rotation"] = result
+
+    def _recheck_upstream(self, session: SessionRecord) -> None:
+        broker = self.server.broker
+        settings = broker.settings
+        now = broker.now()
+        interval = timedelta(seconds=settings.upstream_recheck)
+        if now - session.last_checked_at < interval:
+            return
+        try:
+            identity = broker.check_user_upstream(session)
+        except (UnknownUser, InactiveUser, UpstreamTokenRejected) as exc:
+            if isinstance(exc, UpstreamTokenRejected):
+                # Without a script key the user's own upstream token is our only probe;
+                # a rejected one means the user must sign in again.
+                reason, message = (
+                    "upstream_token_rejected",
+                    "ShotGrid no longer accepts this sign-in; sign in again.",
+                )
+            else:
+                reason, message = (
+                    "upstream_inactive",
+                    "Your ShotGrid account is no longer active; sign in again or ask your "
+                    "ShotGrid administrator.",
+                )
+            broker.store.revoke_session(session.sid, now, reason)
+            raise InvalidGrantError(message) from None
+        except UpstreamUnavailable:
+            overdue = now - session.last_checked_at - interval
+            if overdue > timedelta(seconds=settings.upstream_recheck_max_stale):
+                raise TemporarilyUnavailableError(
+                    "ShotGrid has not been reachable for too long to renew this sign-in; "
+                    "try again shortly.",
+                    retry_after=30,
+                ) from None
+            return
+        if identity is None:
+            return
+        if not identity.active:
+            broker.store.revoke_session(session.sid, now, "upstream_inactive")
+            raise InvalidGrantError(
+                "Your ShotGrid account is no longer active; sign in again or ask your "
+                "ShotGrid administrator."
+            )
+        broker.store.mark_session_checked(session.sid, now)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        broker = self.server.broker
+        credential: RefreshCredential = self.request.refresh_token
+        rotation = self.request.extra["rotation"]
+        scope = self.request.payload.scope or credential.family.scope
+        scope = " ".join(dict.fromkeys(scope.split()))
+        body = broker.token_response(
+            credential.session,
+            credential.family.client_id,
+            scope,
+            family=rotation.family or credential.family,
+            refresh=rotation.successor,
+        )
+        return 200, body, TOKEN_HEADERS

@@ -1,0 +1,111 @@
+"""Reading OAuth requests off Starlette and rendering Authlib's answers back.
+
+Bodies are read once, bounded, and parsed strictly here (RFC 6749 §3.2: form encoding,
+no repeated parameters), so Authlib only ever sees a finished `BrokerRequest` and never
+touches the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker.server import BrokerRequest
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELDS = 64
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLarge
+        except ValueError:
+            raise InvalidRequestError("Invalid Content-Length header.") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_pairs(raw: str, *, what: str) -> list[tuple[str, str]]:
+    try:
+        pairs = parse_qsl(
+            raw,
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=MAX_FIELDS,
+            errors="strict",
+        )
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestError(f"Malformed {what}.") from None
+    return pairs
+
+
+def reject_duplicates(pairs: list[tuple[str, str]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidRequestError(f"Parameter '{key}' is repeated.")
+        seen.add(key)
+
+
+async def read_form(request: Request, limit: int) -> list[tuple[str, str]]:
+    """The request body as form pairs; errors are RFC 6749 `invalid_request`."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    body = await read_body(request, limit)
+    if ctype != FORM_TYPE:
+        raise InvalidRequestError(f"The request body must be {FORM_TYPE}.")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequestError("The request body is not valid UTF-8.") from None
+    pairs = parse_pairs(text, what="form body")
+    reject_duplicates(pairs)
+    return pairs
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def oauth_request(
+    request: Request, issuer: str, path: str, limit: int, *, with_query: bool = False
+) -> BrokerRequest:
+    form = await read_form(request, limit) if request.method == "POST" else []
+    query: list[tuple[str, str]] = []
+    if with_query:
+        query = parse_pairs(request.url.query, what="query string")
+        reject_duplicates(query)
+    return BrokerRequest(
+        request.method,
+        issuer + path,
+        request.headers,
+        form,
+        query,
+        client_ip=client_ip(request),
+    )
+
+
+def render(result: tuple[int, Any, list[tuple[str, str]]]) -> Response:
+    status, body, headers = result
+    content = json.dumps(body, separators=(",", ":")) if isinstance(body, dict) else body
+    response = Response(content, status_code=status)
+    for key, value in headers:
+        response.headers[key] = value
+    return response

@@ -1,0 +1,67 @@
+"""Redirect URI matching: exact string match (RFC 6749 §3.1.2.3, RFC 9700 §4.1.3), except the
+port of a registered loopback URI, which may be any (RFC 8252 §7.3).
+
+A candidate with userinfo, a fragment, or anything not byte-identical apart from the
+loopback port is refused; hosts are compared exactly (no case folding, no suffix games).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import SplitResult, urlsplit
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _split(uri: str) -> SplitResult | None:
+    if not uri or len(uri) > 2048 or any(c in uri for c in "\\ \t\r\n"):
+        return None
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        return None
+    if parts.fragment or "@" in parts.netloc or not parts.scheme or not parts.netloc:
+        return None
+    return parts
+
+
+def _hostname(parts: SplitResult) -> str:
+    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
+    if parts.netloc.startswith("[") and "]:" in parts.netloc:
+        host = parts.netloc.split("]:", 1)[0] + "]"
+    return host
+
+
+def is_loopback(uri: str) -> bool:
+    parts = _split(uri)
+    return parts is not None and parts.scheme == "http" and _hostname(parts) in LOOPBACK_HOSTS
+
+
+def redirect_uri_allowed(candidate: str, registered: Iterable[str]) -> bool:
+    cand = _split(candidate)
+    if cand is None:
+        return False
+    for reg_uri in registered:
+        if candidate == reg_uri:
+            return True
+        reg = _split(reg_uri)
+        if reg is None or reg.scheme != "http" or _hostname(reg) not in LOOPBACK_HOSTS:
+            continue
+        if (
+            cand.scheme == "http"
+            and _hostname(cand) == _hostname(reg)
+            and cand.path == reg.path
+            and cand.query == reg.query
+            and reg.port is None
+        ):
+            return True
+    return False
+
+
+def origin_of(uri: str) -> str | None:
+    """`scheme://host[:port]` of a URI (the CORS origin a page at that URI sends)."""
+    parts = _split(uri)
+    if parts is None:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"

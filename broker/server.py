@@ -1,0 +1,177 @@
+"""The Authlib authorization server, framework-free: the glue Authlib ships only for Flask
+and Django (see ../shared/research/authlib.md §1).
+
+The HTTP layer reads the body asynchronously and hands over a fully materialised
+`BrokerRequest`; Authlib then runs synchronously in the threadpool. `handle_response`
+returns a plain `(status, body, headers)` triple that `broker/http` renders, so nothing here
+imports Starlette. Store and upstream outages raised inside Authlib callbacks become 503
+`temporarily_unavailable` here, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
+from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749.requests import OAuth2Payload
+
+from broker.core import Broker
+from broker.errors import TemporarilyUnavailableError
+from broker.store import ClientRecord, StoreUnavailable
+from broker.tokens.secrets import check_client_secret
+from broker.upstream import UpstreamUnavailable
+
+log = logging.getLogger("broker.server")
+
+SCOPES_SUPPORTED = ["openid", "profile", "email", "offline_access"]
+
+Response = tuple[int, Any, list[tuple[str, str]]]
+
+
+class _MultiDict(dict[str, str]):
+    """First value wins for `get`; `lists` keeps every value for duplicate checks."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self.lists: defaultdict[str, list[str]] = defaultdict(list)
+        for key, value in pairs:
+            self.lists[key].append(value)
+            self.setdefault(key, value)
+
+
+class _Payload(OAuth2Payload):  # type: ignore[misc]
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        self._data = _MultiDict(pairs)
+
+    @property
+    def data(self) -> _MultiDict:
+        return self._data
+
+    @property
+    def datalist(self) -> defaultdict[str, list[str]]:
+        return self._data.lists
+
+
+class BrokerRequest(OAuth2Request):  # type: ignore[misc]
+    """An OAuth2Request whose form and query were read before Authlib runs.
+
+    `uri` is built from the issuer, not from the request, so metadata and checks never
+    depend on Host or forwarded headers.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Mapping[str, str],
+        form: Sequence[tuple[str, str]] = (),
+        query: Sequence[tuple[str, str]] = (),
+        *,
+        client_ip: str | None = None,
+    ) -> None:
+        super().__init__(method=method, uri=uri, headers=headers)
+        self._form = _MultiDict(form)
+        self._args = _MultiDict(query)
+        self.payload = _Payload([*query, *form])
+        self.client_ip = client_ip
+        self.extra: dict[str, Any] = {}
+
+    @property
+    def args(self) -> _MultiDict:
+        return self._args
+
+    @property
+    def form(self) -> _MultiDict:
+        return self._form
+
+
+class OAuthClient(ClientMixin):  # type: ignore[misc]
+    """Authlib's view of a stored client."""
+
+    def __init__(self, record: ClientRecord) -> None:
+        self.record = record
+        self.client_id = record.client_id
+
+    def get_client_id(self) -> str:
+        return self.record.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return self.record.redirect_uris[0] if self.record.redirect_uris else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return ""
+        allowed = set(self.record.scopes)
+        return " ".join(s for s in scope.split() if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        from broker.redirects import redirect_uri_allowed
+
+        return redirect_uri_allowed(redirect_uri, self.record.redirect_uris)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return check_client_secret(client_secret, self.record.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.record.public:
+            return method == "none"
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and "authorization_code" in self.record.grant_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.record.grant_types
+
+
+class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(scopes_supported=SCOPES_SUPPORTED)
+        self.broker = broker
+
+    def query_client(self, client_id: str) -> OAuthClient | None:
+        if not client_id or len(client_id) > 200:
+            return None
+        record = self.broker.store.get_client(client_id)
+        return OAuthClient(record) if record else None
+
+    def save_token(self, token: dict[str, Any], request: BrokerRequest) -> None:
+        """Grants persist what they issue themselves (atomically, in the store)."""
+
+    def create_oauth2_request(self, request: Any) -> BrokerRequest:
+        if isinstance(request, BrokerRequest):
+            return request
+        raise TypeError("build a BrokerRequest in the HTTP layer first: Authlib is synchronous")
+
+    def handle_response(self, status: int, body: Any, headers: Any) -> Response:
+        return status, body, list(headers)
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Authlib calls this on every client authentication; nothing to do yet."""
+
+    def _guarded(self, func: Any, *args: Any) -> Response:
+        request = args[-1]
+        try:
+            result: Response = func(*args)
+            return result
+        except (StoreUnavailable, UpstreamUnavailable) as exc:
+            log.warning("dependency unavailable: %s", exc.__class__.__name__)
+            what = "ShotGrid" if isinstance(exc, UpstreamUnavailable) else "the token store"
+            err = TemporarilyUnavailableError(
+                f"{what} is not reachable right now; nothing was changed. Try again shortly.",
+                retry_after=5,
+            )
+            return self.handle_error_response(request, err)  # type: ignore[no-any-return]
+
+    def create_token_response(self, request: Any = None) -> Response:
+        return self._guarded(super().create_token_response, request)
+
+    def create_endpoint_response(self, name: str, request: Any = None) -> Response:
+        return self._guarded(super().create_endpoint_response, name, request)
+
+    def error_response(self, error: OAuth2Error) -> Response:
+        return self.handle_response(*error())

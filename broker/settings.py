@@ -1,0 +1,279 @@
+"""Typed settings: `BROKER_*` environment variables, then an optional TOML file, then defaults.
+
+Every field is documented by the docstring under it; that text is the README's settings
+table (`python -m broker.settings` prints it, and a test keeps the README in step). A
+missing or invalid value becomes one `SettingsError` line naming the setting; secrets are
+`SecretStr`, so neither `repr` nor an error message ever shows them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "BROKER_"
+
+_FILE_VALUES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "broker_settings_file", default=None
+)
+
+
+class SettingsError(Exception):
+    """One line naming the setting at fault (the CLI prints it and exits non-zero)."""
+
+
+class _TomlValues(PydanticBaseSettingsSource):
+    """Values of the TOML file given to `load_settings`, below the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_VALUES.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=True,
+        frozen=True,
+    )
+
+    # --- identity of the broker ---------------------------------------------------------------
+    issuer: str | None = None
+    """Public base URL of the broker, exactly as clients see it (no trailing slash); every URL in the metadata derives from it. Required by `serve`."""
+
+    allow_insecure_issuer: bool = False
+    """Allow an `http://` issuer outside loopback. Development only: tokens then travel in clear."""
+
+    # --- upstream ShotGrid ---------------------------------------------------------------------
+    shotgrid_url: str | None = None
+    """Base URL of the ShotGrid site, e.g. `https://studio.shotgrid.autodesk.com`. Required by `serve`."""
+
+    shotgrid_script_name: str | None = None
+    """Name of the broker's ShotGrid script (API user): used for upstream re-checks and the `sudo` exchange strategy."""
+
+    shotgrid_script_key: SecretStr | None = None
+    """Application key of that script."""
+
+    upstream_strategy: Literal["sudo", "custody"] = "sudo"
+    """How the broker gets ShotGrid tokens for a user: `sudo` (script key with `sudo_as_login`, nothing of the user's kept) or `custody` (the user's upstream refresh token kept encrypted)."""
+
+    upstream_connect_timeout: float = Field(3.0, gt=0)
+    """Seconds to wait for a TCP/TLS connection to ShotGrid."""
+
+    upstream_read_timeout: float = Field(10.0, gt=0)
+    """Seconds to wait for ShotGrid to answer a request."""
+
+    upstream_recheck: int = Field(900, ge=0)
+    """Seconds between re-checks, at refresh time, that the user is still active in ShotGrid."""
+
+    upstream_recheck_max_stale: int = Field(3600, ge=0)
+    """While ShotGrid is down, refreshes keep succeeding until the re-check is overdue by this many seconds; then they fail with 503."""
+
+    # --- store and secrets ------------------------------------------------------------------------
+    store_url: str | None = None
+    """Where state lives: `sqlite:///path/to/broker.db` or `mongodb://host/dbname?replicaSet=rs0`. Required by `serve`."""
+
+    secret_key: SecretStr | None = None
+    """Key-encryption key: 32 random bytes, base64url-encoded (`python -c "import secrets,base64;print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"`). Encrypts signing keys and upstream tokens at rest. Required by `serve`."""
+
+    old_secret_keys: list[SecretStr] = Field(default_factory=list)
+    """Previous key-encryption keys, still accepted for reading records written under them (rotation)."""
+
+    # --- tokens -------------------------------------------------------------------------------------
+    signing_alg: Literal["RS256", "ES256"] = "RS256"
+    """Algorithm of new signing keys for access tokens (ID tokens are always RS256)."""
+
+    access_token_ttl: int = Field(600, gt=0)
+    """Lifetime of access tokens and ID tokens, in seconds."""
+
+    refresh_idle_ttl: int = Field(7 * 86400, gt=0)
+    """A refresh token unused for this many seconds expires."""
+
+    refresh_absolute_ttl: int = Field(30 * 86400, gt=0)
+    """A login (session and its refresh families) ends this many seconds after it started."""
+
+    refresh_reuse_grace: float = Field(5.0, ge=0)
+    """Seconds during which a just-rotated refresh token may be presented again and gets the same successor."""
+
+    default_audience: str = "dna-api"
+    """`aud` of access tokens unless token exchange asks for another."""
+
+    audiences: list[str] = Field(default_factory=lambda: ["dna-api", "review-api"])
+    """Audiences (resource servers) the broker knows; token exchange may target these."""
+
+    key_rotation_interval: int = Field(30 * 86400, ge=0)
+    """Seconds between automatic signing-key rotations (0 turns automatic rotation off)."""
+
+    jwks_max_age: int = Field(300, gt=0)
+    """`Cache-Control: max-age` of `/jwks.json`; keys are published at least this long before they sign."""
+
+    # --- HTTP -------------------------------------------------------------------------------------------
+    max_body_bytes: int = Field(64 * 1024, gt=0)
+    """Largest request body accepted, in bytes (413 beyond)."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Minimum level of log lines."""
+
+    log_format: Literal["json", "console"] = "json"
+    """`json`: one JSON object per line (production); `console`: human-readable."""
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for development)")
+        if value.endswith("/") or "?" in value or "#" in value:
+            raise ValueError("must have no trailing slash, query or fragment")
+        return value
+
+    @field_validator("shotgrid_url")
+    @classmethod
+    def _shotgrid_url_shape(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// or http://")
+        return value.rstrip("/") if value else value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _kek_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_key(value)
+        return value
+
+    @field_validator("old_secret_keys")
+    @classmethod
+    def _old_keks_shape(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for item in value:
+            decode_key(item)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlValues(settings_cls))
+
+    def production_problems(self) -> list[str]:
+        """What `serve` refuses to start without, one line each."""
+        problems = []
+        for name in ("issuer", "shotgrid_url", "store_url", "secret_key"):
+            if getattr(self, name) is None:
+                problems.append(f"{env_name(name)} is required")
+        if (
+            self.issuer
+            and self.issuer.startswith("http://")
+            and not self.allow_insecure_issuer
+            and not _is_loopback_url(self.issuer)
+        ):
+            problems.append(
+                f"{env_name('issuer')} must be https:// (set "
+                f"{env_name('allow_insecure_issuer')}=true only for development)"
+            )
+        if self.upstream_strategy == "sudo" and not (
+            self.shotgrid_script_name and self.shotgrid_script_key
+        ):
+            problems.append(
+                f"{env_name('upstream_strategy')}=sudo needs {env_name('shotgrid_script_name')}"
+                f" and {env_name('shotgrid_script_key')}"
+            )
+        return problems
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost", "[::1]")
+
+
+def decode_key(value: SecretStr) -> bytes:
+    """A base64url 32-byte key-encryption key."""
+    raw = value.get_secret_value().strip()
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64url-encoded") from None
+    if len(key) != 32:
+        raise ValueError("must decode to exactly 32 bytes")
+    return key
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = err["loc"][0] if err["loc"] else "settings"
+        name = env_name(str(loc)) if str(loc) in Settings.model_fields else str(loc)
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown setting")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{name}: {msg}")
+    return "; ".join(parts)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Environment over TOML file over defaults; `overrides` (used by `demo`) win over all."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            with path.open("rb") as fh:
+                file_values = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        file_values = {str(k).lower(): v for k, v in file_values.items()}
+    token = _FILE_VALUES.set(file_values)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+    finally:
+        _FILE_VALUES.reset(token)
+
+
+def _default_text(info: FieldInfo) -> str:
+    factory = info.default_factory
+    value = factory() if factory is not None else info.default  # type: ignore[call-arg]
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return ", ".join(f"`{v}`" for v in value) if value else "(none)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def settings_markdown_table() -> str:
+    """The README's settings table, derived from the declarations above."""
+    lines = ["| setting | default | meaning |", "| --- | --- | --- |"]
+    for name, info in Settings.model_fields.items():
+        doc = (info.description or "").replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{env_name(name)}` | {_default_text(info)} | {doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(settings_markdown_table())

@@ -1,0 +1,1 @@
+"""Tokens: pure claim builders, the key lifecycle, and encryption at rest."""

@@ -1,0 +1,138 @@
+"""Claim sets of every token the broker signs, as pure functions of records and a clock.
+
+Access tokens follow RFC 9068 (header `typ: at+jwt`) plus the ShotGrid claims of the
+contract; refresh tokens are broker-only JWTs (`typ: rt+jwt`, `aud` = the issuer) so no
+resource server can mistake one for an access token; ID tokens follow OIDC Core §2.
+No I/O, no randomness: callers pass the `jti` and the clock reading.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from broker.store.records import FamilyRecord, RefreshTokenRecord, SessionRecord
+
+ACCESS_TOKEN_TYP = "at+jwt"
+REFRESH_TOKEN_TYP = "rt+jwt"
+
+
+def epoch(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def access_token_claims(
+    *,
+    issuer: str,
+    audience: str,
+    client_id: str,
+    scope: str,
+    jti: str,
+    issued_at: datetime,
+    expires_at: datetime,
+    session: SessionRecord | None,
+    act: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """RFC 9068 §2.2 claims; `session` None means a client acting for itself
+    (client_credentials): `sub` is then the client id and there are no ShotGrid claims."""
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "iat": epoch(issued_at),
+        "exp": epoch(expires_at),
+        "jti": jti,
+        "client_id": client_id,
+        "scope": scope,
+    }
+    if session is None:
+        claims["sub"] = client_id
+    else:
+        claims.update(
+            sub=str(session.user_id),
+            sid=session.sid,
+            auth_time=epoch(session.auth_time),
+            email=session.email,
+            name=session.name,
+            sg_login=session.login,
+            sg_user_id=session.user_id,
+        )
+    if act is not None:
+        claims["act"] = act
+    return claims
+
+
+def refresh_token_claims(
+    *,
+    issuer: str,
+    token: RefreshTokenRecord,
+    family: FamilyRecord,
+    session: SessionRecord,
+) -> dict[str, Any]:
+    """Everything is derived from stored records, so re-signing a record gives the same
+    token: that is how a repeated use within the reuse grace gets the same successor."""
+    return {
+        "iss": issuer,
+        "aud": issuer,
+        "sub": str(session.user_id),
+        "jti": token.jti,
+        "sid": session.sid,
+        "fam": family.family_id,
+        "client_id": family.client_id,
+        "scope": family.scope,
+        "iat": epoch(token.issued_at),
+        "exp": epoch(token.expires_at),
+    }
+
+
+def at_hash(access_token: str, alg: str = "RS256") -> str:
+    """OIDC Core §3.1.3.6: left half of the SHA-256 of the access token, base64url."""
+    if alg not in ("RS256", "ES256", "PS256"):
+        raise ValueError(f"at_hash for {alg} is not supported")
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).decode().rstrip("=")
+
+
+def id_token_claims(
+    *,
+    issuer: str,
+    client_id: str,
+    session: SessionRecord,
+    scope: str,
+    issued_at: datetime,
+    expires_at: datetime,
+    nonce: str | None = None,
+    access_token: str | None = None,
+    alg: str = "RS256",
+) -> dict[str, Any]:
+    """OIDC Core §2 plus the scope's standard claims (§5.4)."""
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": str(session.user_id),
+        "aud": client_id,
+        "azp": client_id,
+        "iat": epoch(issued_at),
+        "exp": epoch(expires_at),
+        "auth_time": epoch(session.auth_time),
+        "sid": session.sid,
+    }
+    if nonce:
+        claims["nonce"] = nonce
+    if access_token:
+        claims["at_hash"] = at_hash(access_token, alg)
+    claims.update(user_claims(session, scope))
+    return claims
+
+
+def user_claims(session: SessionRecord, scope: str) -> dict[str, Any]:
+    """Standard claims released for a scope (`/userinfo` and ID tokens)."""
+    scopes = set(scope.split())
+    claims: dict[str, Any] = {}
+    if "profile" in scopes:
+        claims["name"] = session.name
+        claims["preferred_username"] = session.login
+    if "email" in scopes:
+        claims["email"] = session.email
+        claims["email_verified"] = True
+    return claims

@@ -1,0 +1,283 @@
+"""Signing keys: generation, the next → current → retired lifecycle, the JWKS, and signing.
+
+- *next*: published in the JWKS but not signing, so every validator has it cached before
+  the first token signed with it arrives (published at least `jwks_max_age` ahead);
+- *current*: signs; exactly one per algorithm;
+- *retired*: still published until every token it signed has expired (`drop_after`),
+  then deleted.
+
+Private keys live in the store sealed under the key-encryption key (`crypto.Sealer`), the
+kid as associated data. Every process reloads the key set from the store at least every
+`reload_interval` (a fraction of the JWKS cache period), and at once when it meets a kid it
+does not know, so replicas agree on the signing key within one JWKS cache period.
+A separate HS256 key (use `rt`) MACs refresh tokens: only the broker ever verifies them, and
+a MAC keeps the refresh grant at one public-key signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OctKey, RSAKey
+
+from broker.store import KeyRecord, KeyState, Store, ms
+from broker.tokens.crypto import Sealer
+
+ID_TOKEN_ALG = "RS256"
+REFRESH_ALG = "HS256"
+
+AnyKey = RSAKey | ECKey | OctKey
+
+
+class KeyError_(Exception):
+    """No usable key (store empty, or sealed under an unknown key-encryption key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedKey:
+    record: KeyRecord
+    key: AnyKey
+
+    @property
+    def kid(self) -> str:
+        return self.record.kid
+
+
+def _generate(alg: str) -> AnyKey:
+    params: Any = {"alg": alg, "use": "sig"}
+    if alg == "RS256":
+        return RSAKey.generate_key(2048, parameters=params, auto_kid=True)
+    if alg == "ES256":
+        return ECKey.generate_key("P-256", parameters=params, auto_kid=True)
+    if alg == REFRESH_ALG:
+        return OctKey.generate_key(256, parameters={"alg": alg}, auto_kid=True)
+    raise ValueError(f"unsupported key algorithm {alg}")
+
+
+def _import(alg: str, data: dict[str, Any]) -> AnyKey:
+    if alg == "RS256":
+        return RSAKey.import_key(data)
+    if alg == "ES256":
+        return ECKey.import_key(data)
+    return OctKey.import_key(data)
+
+
+class KeyManager:
+    """The process's view of the key set, refreshed from the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        sealer: Sealer,
+        *,
+        clock: Callable[[], datetime],
+        signing_alg: str = "RS256",
+        rotation_interval: timedelta = timedelta(days=30),
+        retire_after: timedelta = timedelta(minutes=20),
+        reload_interval: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self._store = store
+        self._sealer = sealer
+        self._clock = clock
+        self.signing_alg = signing_alg
+        self.algs = sorted({signing_alg, ID_TOKEN_ALG})
+        self._rotation_interval = rotation_interval
+        self._retire_after = retire_after
+        """How long a retired key stays published: the longest token lifetime it signed
+        plus one JWKS cache period."""
+        self._reload_interval = reload_interval
+        self._lock = threading.Lock()
+        self._keys: dict[str, LoadedKey] = {}
+        self._loaded_at: datetime | None = None
+        self._jwks: dict[str, Any] = {"keys": []}
+
+    # --- loading ------------------------------------------------------------------------------
+    def _unseal(self, record: KeyRecord) -> AnyKey:
+        data = json.loads(self._sealer.open(record.private_jwk, f"key:{record.kid}"))
+        return _import(record.alg, data)
+
+    def _new_record(self, alg: str, state: KeyState, now: datetime, use: str) -> KeyRecord:
+        key = _generate(alg)
+        kid = key.kid
+        assert kid is not None
+        sealed = self._sealer.seal(json.dumps(key.as_dict(private=True)).encode(), f"key:{kid}")
+        return KeyRecord(
+            kid=kid,
+            alg=alg,
+            state=state,
+            private_jwk=sealed,
+            created_at=now,
+            activated_at=now if state is KeyState.CURRENT else None,
+            use=use,
+        )
+
+    def ensure_keys(self) -> None:
+        """First start: create a current and a next key per algorithm, and the refresh MAC
+        key. Concurrent first starts agree through `Store.bootstrap_keys`."""
+        now = ms(self._clock())
+        records = self._store.list_keys()
+        if not any(r.use == "sig" for r in records):
+            fresh = []
+            for alg in self.algs:
+                fresh.append(self._new_record(alg, KeyState.CURRENT, now, "sig"))
+                fresh.append(self._new_record(alg, KeyState.NEXT, now, "sig"))
+            records = self._store.bootstrap_keys(fresh)
+        if not any(r.use == "rt" for r in records):
+            records = self._store.bootstrap_keys(
+                [self._new_record(REFRESH_ALG, KeyState.CURRENT, now, "rt")]
+            )
+        for alg in self.algs:  # e.g. ES256 selected after an RS256-only start
+            if not any(
+                r.alg == alg and r.use == "sig" and r.state is KeyState.CURRENT for r in records
+            ):
+                self._store.add_key(self._new_record(alg, KeyState.CURRENT, now, "sig"))
+                self._store.add_key(self._new_record(alg, KeyState.NEXT, now, "sig"))
+        self.reload()
+
+    def reload(self) -> None:
+        records = self._store.list_keys()
+        now = ms(self._clock())
+        keys: dict[str, LoadedKey] = {}
+        for record in records:
+            if record.drop_after is not None and record.drop_after <= now:
+                continue
+            existing = self._keys.get(record.kid)
+            key = existing.key if existing else self._unseal(record)
+            keys[record.kid] = LoadedKey(record, key)
+        published = [
+            lk.key.as_dict(private=False) for lk in keys.values() if lk.record.use == "sig"
+        ]
+        with self._lock:
+            self._keys = keys
+            self._jwks = {"keys": published}
+            self._loaded_at = now
+
+    def maybe_reload(self) -> None:
+        now = self._clock()
+        if self._loaded_at is None or now - self._loaded_at >= self._reload_interval:
+            self.reload()
+
+    # --- queries --------------------------------------------------------------------------------
+    def jwks(self) -> dict[str, Any]:
+        self.maybe_reload()
+        return self._jwks
+
+    def current(self, alg: str | None = None, use: str = "sig") -> LoadedKey:
+        alg = alg or self.signing_alg
+        self.maybe_reload()
+        for lk in self._keys.values():
+            if (
+                lk.record.use == use
+                and lk.record.alg == alg
+                and lk.record.state is KeyState.CURRENT
+            ):
+                return lk
+        raise KeyError_(f"no current {alg} key")
+
+    def get(self, kid: str) -> LoadedKey | None:
+        found = self._keys.get(kid)
+        if found is None:
+            # Another process may have rotated: look once in the store.
+            self.reload()
+            found = self._keys.get(kid)
+        return found
+
+    def records(self) -> list[KeyRecord]:
+        return self._store.list_keys()
+
+    # --- signing and verifying -------------------------------------------------------------------
+    def sign(self, claims: dict[str, Any], typ: str, alg: str | None = None) -> str:
+        lk = self.current(alg)
+        header = {"alg": lk.record.alg, "typ": typ, "kid": lk.kid}
+        return jwt.encode(header, claims, lk.key, algorithms=[lk.record.alg])
+
+    def sign_refresh(self, claims: dict[str, Any], typ: str) -> str:
+        lk = self.current(REFRESH_ALG, use="rt")
+        header = {"alg": REFRESH_ALG, "typ": typ, "kid": lk.kid}
+        return jwt.encode(header, claims, lk.key, algorithms=[REFRESH_ALG])
+
+    def verify(self, token: str, *, use: str, typ: str) -> dict[str, Any]:
+        """Signature and header checks only; the caller checks claims against the store.
+
+        The algorithm comes from our key record, never from the token header.
+        Raises ValueError on anything wrong.
+        """
+        if len(token) > 8192 or token.count(".") != 2:
+            raise ValueError("malformed token")
+        kid, header_typ = _peek_header(token)
+        lk = self.get(kid) if kid else None
+        if lk is None or lk.record.use != use:
+            raise ValueError("unknown key")
+        if header_typ != typ:
+            raise ValueError("wrong token type")
+        try:
+            decoded = jwt.decode(token, lk.key, algorithms=[lk.record.alg])
+        except (JoseError, ValueError) as exc:
+            raise ValueError(f"bad signature or encoding: {exc.__class__.__name__}") from None
+        if decoded.header.get("alg") != lk.record.alg:
+            raise ValueError("algorithm mismatch")
+        claims: dict[str, Any] = dict(decoded.claims)
+        return claims
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def rotate(self, alg: str | None = None) -> tuple[str, str]:
+        """Promote next to current, retire the old current, publish a new next.
+        Returns (new current kid, new next kid)."""
+        alg = alg or self.signing_alg
+        now = ms(self._clock())
+        for _ in range(5):
+            records = [r for r in self._store.list_keys() if r.use == "sig" and r.alg == alg]
+            current = next((r for r in records if r.state is KeyState.CURRENT), None)
+            nxt = next((r for r in records if r.state is KeyState.NEXT), None)
+            if nxt is None:
+                new = self._new_record(alg, KeyState.NEXT, now, "sig")
+                self._store.add_key(new)
+                continue
+            new_next = self._new_record(alg, KeyState.NEXT, now, "sig")
+            expected = current.kid if current else None
+            if self._store.promote_key(expected, nxt.kid, new_next, now):
+                if current is not None:
+                    self._store.set_drop_after(current.kid, now + self._retire_after)
+                self.reload()
+                return nxt.kid, new_next.kid
+        raise KeyError_("key rotation kept racing with another process; try again")
+
+    def retire(self, kid: str) -> bool:
+        now = ms(self._clock())
+        ok = self._store.retire_key(kid, now, now + self._retire_after)
+        self.reload()
+        return ok
+
+    def rotate_if_due(self) -> bool:
+        """Automatic rotation: when the current key has signed for `rotation_interval`."""
+        if self._rotation_interval <= timedelta(0):
+            return False
+        now = self._clock()
+        rotated = False
+        for alg in self.algs:
+            lk = self.current(alg)
+            started = lk.record.activated_at or lk.record.created_at
+            if now - started >= self._rotation_interval:
+                self.rotate(alg)
+                rotated = True
+        return rotated
+
+
+def _peek_header(token: str) -> tuple[str | None, str | None]:
+    head = token.split(".", 1)[0]
+    try:
+        data = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("malformed header") from None
+    if not isinstance(data, dict):
+        raise ValueError("malformed header")
+    kid, typ = data.get("kid"), data.get("typ")
+    return (kid if isinstance(kid, str) else None, typ if isinstance(typ, str) else None)
