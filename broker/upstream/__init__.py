@@ -74,8 +74,21 @@ class UnknownUser(UpstreamError):
     """A lookup by id or login found no such HumanUser (retired or never existed)."""
 
 
+class SudoRefused(UpstreamError):
+    """ShotGrid refused `sudo_as_login` for a reason other than an unknown or inactive target
+    (the target has `can_impersonate_this_user` off, or the caller may not sudo)."""
+
+
 class UpstreamUnavailable(UpstreamError):
     """ShotGrid could not be reached, timed out, or answered with a server error."""
+
+
+class UpstreamMisconfigured(UpstreamUnavailable):
+    """The broker's own ShotGrid credentials (script name/key) are missing or refused.
+
+    A subclass of UpstreamUnavailable: to a client it is the same outage, the log tells the
+    operator what to fix.
+    """
 
 
 class PasswordUpstream(Protocol):
@@ -114,10 +127,12 @@ __all__ = [
     "PasswordUpstream",
     "RefreshUpstream",
     "SsoRequired",
+    "SudoRefused",
     "SudoUpstream",
     "TwoFactorRequired",
     "UnknownUser",
     "UpstreamError",
+    "UpstreamMisconfigured",
     "UpstreamTokenRejected",
     "UpstreamTokens",
     "UpstreamUnavailable",

@@ -1,0 +1,320 @@
+"""The real ShotGrid client: REST `POST /api/v1/auth/access_token` and HumanUser reads.
+
+Implements the capability protocols of `broker.upstream` over one pooled, keep-alive
+`httpx.AsyncClient` per site. ShotGrid's error codes (research/shotgrid.md §1.4) are
+mapped onto the upstream error tree; every transport failure, timeout, 5xx or malformed
+answer becomes `UpstreamUnavailable` with a message that never holds a secret.
+
+Secrets: the user's password is put in one form dict, sent, and the dict is cleared, so
+no frame or exception kept after the call (a traceback in a log, say) still references
+it. Exceptions are raised outside `except` blocks so they carry no httpx context (whose
+request object would hold the form body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from broker.upstream import (
+    Identity,
+    InactiveUser,
+    InvalidCredentials,
+    LoginResult,
+    SsoRequired,
+    SudoRefused,
+    TwoFactorRequired,
+    UnknownUser,
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamTokenRejected,
+    UpstreamTokens,
+    UpstreamUnavailable,
+)
+
+TOKEN_PATH = "/api/v1/auth/access_token"
+USER_FIELDS = "login,name,email,sg_status_list"
+SCRIPT_TOKEN_MARGIN = timedelta(seconds=60)
+"""A cached script token is replaced this long before ShotGrid says it expires."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ShotGridClient:
+    """One ShotGrid site. Satisfies PasswordUpstream, RefreshUpstream, DirectoryUpstream
+    and SudoUpstream. Create once per site and `aclose()` on shutdown."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        script_name: str | None = None,
+        script_key: str | None = None,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        clock: Callable[[], datetime] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._script_name = script_name
+        self._script_key = script_key
+        self._clock = clock or _utcnow
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
+            ),
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            transport=transport,
+            headers={"Accept": "application/json"},
+            follow_redirects=False,
+        )
+        self._script_token: UpstreamTokens | None = None
+        self._script_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> ShotGridClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ---- transport ---------------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: dict[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """(status, JSON object) for any answer below 500; UpstreamUnavailable otherwise."""
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        failure: str | None = None
+        response: httpx.Response | None = None
+        try:
+            response = await self._http.request(
+                method, path, data=form, params=params, headers=headers
+            )
+        except httpx.TimeoutException:
+            failure = "timed out"
+        except httpx.HTTPError as exc:
+            failure = f"could not be reached ({type(exc).__name__})"
+        if response is None:
+            raise UpstreamUnavailable(f"ShotGrid {failure or 'failed'}: {method} {path}")
+        status = response.status_code
+        if status >= 500:
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status}: {method} {path}")
+        body: Any = None
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise UpstreamUnavailable(f"ShotGrid answered malformed JSON (HTTP {status}): {path}")
+        return status, body
+
+    def _tokens(self, body: Mapping[str, Any]) -> UpstreamTokens:
+        access, refresh, expires_in = (
+            body.get("access_token"),
+            body.get("refresh_token", ""),
+            body.get("expires_in"),
+        )
+        if (
+            not isinstance(access, str)
+            or not access
+            or not isinstance(refresh, str)
+            or not isinstance(expires_in, int)
+            or isinstance(expires_in, bool)
+        ):
+            raise UpstreamUnavailable("ShotGrid answered a malformed token response")
+        return UpstreamTokens(
+            access_token=access,
+            refresh_token=refresh,
+            expires_at=self._clock() + timedelta(seconds=expires_in),
+            refresh_expires_at=_jwt_exp(refresh),
+        )
+
+    # ---- PasswordUpstream --------------------------------------------------------------
+
+    async def login(self, login: str, password: str) -> LoginResult:
+        form = {"grant_type": "password", "username": login, "password": password}
+        del password
+        try:
+            status, body = await self._send("POST", TOKEN_PATH, form=form)
+        finally:
+            form.clear()
+        if status != 200:
+            raise _login_error(status, body)
+        tokens = self._tokens(body)
+        identity = await self._user_by_login(login, tokens.access_token)
+        if not identity.active:
+            # Defensive: a site that issues tokens to a disabled account is still refused.
+            raise InactiveUser("the ShotGrid account is disabled")
+        return LoginResult(identity=identity, tokens=tokens)
+
+    async def _user_by_login(self, login: str, token: str) -> Identity:
+        status, body = await self._send(
+            "GET",
+            "/api/v1/entity/human_users",
+            params={"filter[login]": login, "fields": USER_FIELDS},
+            token=token,
+        )
+        if status == 401:
+            raise UpstreamTokenRejected("ShotGrid refused the token it just issued")
+        if status != 200:
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to a HumanUser read")
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise UpstreamUnavailable("ShotGrid answered a malformed HumanUser list")
+        if not data:
+            raise UnknownUser("no ShotGrid HumanUser has this login")
+        return _identity(data[0])
+
+    # ---- RefreshUpstream ---------------------------------------------------------------
+
+    async def refresh(self, refresh_token: str) -> UpstreamTokens:
+        status, body = await self._send(
+            "POST", TOKEN_PATH, form={"grant_type": "refresh_token", "refresh_token": refresh_token}
+        )
+        if status == 200:
+            return self._tokens(body)
+        if status in (400, 401):
+            raise UpstreamTokenRejected(f"ShotGrid refused the refresh token (HTTP {status})")
+        raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to a refresh")
+
+    # ---- DirectoryUpstream -------------------------------------------------------------
+
+    async def user_by_id(self, user_id: int, *, access_token: str | None = None) -> Identity:
+        path = f"/api/v1/entity/human_users/{int(user_id)}"
+        params = {"fields": USER_FIELDS}
+        if access_token is not None:
+            status, body = await self._send("GET", path, params=params, token=access_token)
+            if status == 401:
+                raise UpstreamTokenRejected("ShotGrid refused the user's access token")
+        else:
+            status, body = await self._send(
+                "GET", path, params=params, token=await self._script_access_token()
+            )
+            if status == 401:
+                # The cached token may have died early (site restart): one fresh retry.
+                self._script_token = None
+                status, body = await self._send(
+                    "GET", path, params=params, token=await self._script_access_token()
+                )
+                if status == 401:
+                    raise UpstreamMisconfigured("ShotGrid refused the broker's script token")
+        if status == 404:
+            raise UnknownUser(f"no ShotGrid HumanUser {int(user_id)}")
+        if status != 200:
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to a HumanUser read")
+        return _identity(body.get("data"))
+
+    async def _script_access_token(self) -> str:
+        async with self._script_lock:
+            cached = self._script_token
+            if cached is None or cached.expires_at - SCRIPT_TOKEN_MARGIN <= self._clock():
+                cached = self._script_token = await self._client_credentials(scope=None)
+            return cached.access_token
+
+    async def _client_credentials(self, *, scope: str | None) -> UpstreamTokens:
+        if not self._script_name or not self._script_key:
+            raise UpstreamMisconfigured("no ShotGrid script name/key configured")
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._script_name,
+            "client_secret": self._script_key,
+        }
+        if scope:
+            form["scope"] = scope
+        try:
+            status, body = await self._send("POST", TOKEN_PATH, form=form)
+        finally:
+            form.clear()
+        if status == 200:
+            return self._tokens(body)
+        code, title = _first_error(body)
+        if title.startswith("Can't authenticate script"):
+            raise UpstreamMisconfigured("ShotGrid refused the broker's script name/key")
+        if "unknown or retired user" in title:
+            raise UnknownUser("no active ShotGrid HumanUser has this login")
+        if "inactive user account" in title:
+            raise InactiveUser("the ShotGrid account is disabled")
+        if "sudo" in title:
+            raise SudoRefused("ShotGrid refused to act as this user")
+        raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} code {code} to the script")
+
+    # ---- SudoUpstream ------------------------------------------------------------------
+
+    async def sudo_token(self, login: str) -> UpstreamTokens:
+        return await self._client_credentials(scope=f"sudo_as_login:{login}")
+
+
+def _first_error(body: Mapping[str, Any]) -> tuple[int | None, str]:
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        code, title = errors[0].get("code"), errors[0].get("title")
+        return (code if isinstance(code, int) else None), (title if isinstance(title, str) else "")
+    return None, ""
+
+
+def _login_error(status: int, body: Mapping[str, Any]) -> UpstreamError:
+    code, title = _first_error(body)
+    if code == 102:
+        if "disabled" in title.lower():
+            return InactiveUser("the ShotGrid account is disabled")
+        return InvalidCredentials("ShotGrid refused the login or password")
+    if code == 106:
+        return TwoFactorRequired("the ShotGrid account requires two-factor authentication")
+    if code in (108, 110):
+        return SsoRequired("the ShotGrid account signs in through SSO/Autodesk Identity only")
+    if status == 400 and title.startswith("Missing or invalid authentication arguments"):
+        return InvalidCredentials("ShotGrid refused the login or password")
+    return UpstreamUnavailable(f"ShotGrid answered HTTP {status} code {code} to a password grant")
+
+
+def _identity(record: Any) -> Identity:
+    attributes = record.get("attributes") if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not isinstance(attributes, dict):
+        raise UpstreamUnavailable("ShotGrid answered a malformed HumanUser record")
+    user_id, login = record.get("id"), attributes.get("login")
+    if not isinstance(user_id, int) or not isinstance(login, str):
+        raise UpstreamUnavailable("ShotGrid answered a malformed HumanUser record")
+    return Identity(
+        user_id=user_id,
+        login=login,
+        email=str(attributes.get("email") or ""),
+        name=str(attributes.get("name") or ""),
+        active=attributes.get("sg_status_list") == "act",
+    )
+
+
+def _jwt_exp(token: str) -> datetime | None:
+    """The `exp` of ShotGrid's refresh JWT. Unverified on purpose: it is ShotGrid's token,
+    we only read when it goes stale; ShotGrid itself decides whether it is valid."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return None
+    return datetime.fromtimestamp(exp, UTC)
+
+
+__all__ = ["ShotGridClient"]
