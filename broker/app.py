@@ -34,7 +34,7 @@ def build_server(broker: Broker) -> BrokerAuthorizationServer:
     return server
 
 
-def make_upstream(settings: Settings) -> Any:
+def make_upstream(settings: Settings, clock: Callable[[], datetime] = system_clock) -> Any:
     from broker.upstream.shotgrid import ShotGridClient
 
     assert settings.shotgrid_url is not None
@@ -48,6 +48,7 @@ def make_upstream(settings: Settings) -> Any:
         ),
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
+        clock=clock,
     )
 
 
@@ -77,7 +78,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_store = store is None
         the_store = store if store is not None else open_store(settings.store_url or "")
-        the_upstream = upstream if upstream is not None else make_upstream(settings)
+        the_upstream = upstream if upstream is not None else make_upstream(settings, clock)
         broker = Broker(settings, the_store, the_upstream, clock=clock)
         await run_in_threadpool(broker.start)
         for client in seed_clients:
