@@ -1,0 +1,622 @@
+"""SQLite backend: one file, WAL mode, one connection per thread.
+
+URL: `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`.
+
+Every record type has a table whose columns are the record's fields (datetimes as integer
+epoch milliseconds, tuples and dicts as JSON text, enums as text) plus `schema`. Opening
+the store creates missing tables and adds missing columns, so a file written by an older
+version opens; readers fill defaults for what older rows lack (`_codec`).
+
+Compare-and-swap: a single conditional statement whose rowcount decides (codes, leases,
+upstream custody, counters), or one short `BEGIN IMMEDIATE` transaction where several rows
+move together (refresh rotation, key promotion, session revocation, bootstrap). BEGIN
+IMMEDIATE takes the write lock up front, so the read that decides and the writes that
+follow cannot interleave with another writer, in this process or another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from broker.store import AlreadyExists, StoreError, StoreUnavailable, register_backend
+from broker.store._codec import (
+    StoredFormError,
+    field_names,
+    from_row,
+    opt_ms,
+    specs,
+    sql_type,
+    to_ms,
+    to_row,
+)
+from broker.store.records import (
+    SCHEMA_VERSION,
+    AuthCodeRecord,
+    ClientRecord,
+    FamilyRecord,
+    KeyRecord,
+    KeyState,
+    RefreshTokenRecord,
+    RotationResult,
+    RotationStatus,
+    SessionRecord,
+    UpstreamTokenRecord,
+    ms,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 5.0
+_MS = timedelta(milliseconds=1)
+
+# table -> (record class, primary key, extra column declarations)
+_RECORD_TABLES: dict[str, tuple[type[Any], str, tuple[str, ...]]] = {
+    "clients": (ClientRecord, "client_id", ()),
+    "sessions": (SessionRecord, "sid", ()),
+    "families": (FamilyRecord, "family_id", ()),
+    "refresh_tokens": (
+        RefreshTokenRecord,
+        "jti",
+        ('FOREIGN KEY ("family_id") REFERENCES families ("family_id") ON DELETE CASCADE',),
+    ),
+    "keys": (KeyRecord, "kid", ()),
+    "upstream_tokens": (UpstreamTokenRecord, "key", ('"gc_at" INTEGER',)),
+    "codes": (AuthCodeRecord, "code_hash", ()),
+}
+
+_OTHER_DDL = (
+    'CREATE TABLE IF NOT EXISTS counters ("key" TEXT PRIMARY KEY NOT NULL,'
+    " window_start INTEGER NOT NULL, count INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS denylist (jti TEXT PRIMARY KEY NOT NULL,"
+    " expires_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY NOT NULL, owner TEXT NOT NULL,"
+    " expires_at INTEGER NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS sessions_cookie ON sessions (cookie_hash)"
+    " WHERE cookie_hash IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at)",
+    "CREATE INDEX IF NOT EXISTS families_sid ON families (sid)",
+    "CREATE INDEX IF NOT EXISTS families_expiry ON families (expires_at)",
+    "CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family_id)",
+    "CREATE INDEX IF NOT EXISTS refresh_tokens_expiry ON refresh_tokens (expires_at)",
+    "CREATE INDEX IF NOT EXISTS codes_expiry ON codes (expires_at)",
+)
+
+
+def _insert_sql(table: str, cls: type[Any], extra: tuple[str, ...] = (), verb: str = "") -> str:
+    cols = [*field_names(cls), "schema", *extra]
+    names = ", ".join(f'"{c}"' for c in cols)
+    values = ", ".join(f":{c}" for c in cols)
+    # Identifiers come from the record classes, never from input.
+    return f"INSERT {verb} INTO {table} ({names}) VALUES ({values})"  # noqa: S608
+
+
+_INSERT = {t: _insert_sql(t, cls) for t, (cls, _, _) in _RECORD_TABLES.items()}
+_REPLACE_CLIENT = _insert_sql("clients", ClientRecord, verb="OR REPLACE")
+_REPLACE_UPSTREAM = _insert_sql("upstream_tokens", UpstreamTokenRecord, ("gc_at",), "OR REPLACE")
+
+_ROTATION_SELECT = (
+    "SELECT f.*, t.used_at AS t_used_at, t.successor_jti AS t_successor_jti,"
+    " t.expires_at AS t_expires_at, s.revoked_at AS s_revoked_at, s.expires_at AS s_expires_at"
+    " FROM refresh_tokens t JOIN families f ON f.family_id = t.family_id"
+    " LEFT JOIN sessions s ON s.sid = f.sid WHERE t.jti = ?"
+)
+
+_UNAVAILABLE_MARKERS = ("locked", "busy", "i/o", "unable to open", "disk")
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+def _guard(fn: Callable[P, T]) -> Callable[P, T]:
+    """Map SQLite's lock/I-O failures to StoreUnavailable and corrupt rows to StoreError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if any(m in str(exc).lower() for m in _UNAVAILABLE_MARKERS):
+                raise StoreUnavailable(f"sqlite: {exc}") from exc
+            raise StoreError(f"sqlite: {exc}") from exc
+        except StoredFormError as exc:
+            raise StoreError(str(exc)) from exc
+
+    return wrapper
+
+
+def _guard_all(cls: type[T]) -> type[T]:
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_"):
+            setattr(cls, name, _guard(value))
+    return cls
+
+
+class _Holder:
+    """Owns one thread's connection; closing it when the thread (and its local) goes."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+def _upstream_gc_at(record: UpstreamTokenRecord) -> datetime | None:
+    """When custody is useless: access expiry without a refresh token, else refresh
+    expiry (never when the upstream did not say when its refresh token expires)."""
+    if record.refresh_token is None:
+        return record.expires_at
+    if record.refresh_expires_at is None:
+        return None
+    return max(record.expires_at, record.refresh_expires_at)
+
+
+@_guard_all
+class SQLiteStore:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT_S
+    ) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._holders: weakref.WeakSet[_Holder] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._create_file()
+        try:
+            self._migrate()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite: cannot open {self.path}: {exc}") from exc
+
+    # --- connections ------------------------------------------------------------------------
+    def _create_file(self) -> None:
+        if self.path.exists():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False only so that close() may close every thread's
+        # connection; each connection is otherwise used by the thread that opened it.
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = _dict_row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        if holder is None:
+            conn = self._connect()
+            holder = _Holder(conn)
+            weakref.finalize(holder, conn.close)
+            with self._lock:
+                self._holders.add(holder)
+            self._local.holder = holder
+        return holder.conn
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_meta"
+                " (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)"
+            )
+            row = conn.execute("SELECT value FROM schema_meta WHERE name = 'version'").fetchone()
+            if row is not None and row["value"] > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {row['value']}; this broker reads up to"
+                    f" {SCHEMA_VERSION}: upgrade the broker"
+                )
+            for table, (cls, pk, extra) in _RECORD_TABLES.items():
+                cols = []
+                for spec in specs(cls):
+                    decl = f'"{spec.name}" {sql_type(spec)}'.rstrip()
+                    if spec.name == pk:
+                        decl += " PRIMARY KEY NOT NULL"
+                    cols.append(decl)
+                cols.append('"schema" INTEGER')
+                constraints = [e for e in extra if e.startswith("FOREIGN")]
+                extra_cols = [e for e in extra if not e.startswith("FOREIGN")]
+                body = ", ".join([*cols, *extra_cols, *constraints])
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+                # A table written by an older version: add the columns it lacks (NULL in
+                # old rows; readers fill the record defaults).
+                present = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+                for decl in [*cols, *extra_cols]:
+                    if decl.split()[0].strip('"') not in present:
+                        column = decl.replace(" PRIMARY KEY NOT NULL", "")
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            for ddl in _OTHER_DDL:
+                conn.execute(ddl)
+            conn.execute(
+                "INSERT INTO schema_meta (name, value) VALUES ('version', ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (SCHEMA_VERSION,),
+            )
+
+    def _one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = self._conn().execute(sql, params).fetchone()
+        return row
+
+    def _insert(self, conn: sqlite3.Connection, table: str, record: Any) -> None:
+        try:
+            conn.execute(_INSERT[table], to_row(record))
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"{table}: {exc}") from exc
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def ping(self) -> None:
+        self._conn().execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            holders = list(self._holders)
+            self._holders = weakref.WeakSet()
+            self._local = threading.local()
+        for holder in holders:
+            holder.conn.close()
+
+    def gc(self, now: datetime) -> int:
+        t = to_ms(now)
+        statements = (
+            "DELETE FROM refresh_tokens WHERE expires_at <= :t OR family_id IN"
+            " (SELECT family_id FROM families WHERE expires_at <= :t OR sid IN"
+            " (SELECT sid FROM sessions WHERE expires_at <= :t))",
+            "DELETE FROM families WHERE expires_at <= :t OR sid IN"
+            " (SELECT sid FROM sessions WHERE expires_at <= :t)",
+            "DELETE FROM sessions WHERE expires_at <= :t",
+            "DELETE FROM codes WHERE expires_at <= :t",
+            "DELETE FROM counters WHERE expires_at <= :t",
+            "DELETE FROM denylist WHERE expires_at <= :t",
+            "DELETE FROM leases WHERE expires_at <= :t",
+            "DELETE FROM keys WHERE state = 'retired' AND drop_after <= :t",
+            "DELETE FROM upstream_tokens WHERE gc_at <= :t",
+        )
+        removed = 0
+        with self._tx() as conn:
+            for sql in statements:
+                removed += conn.execute(sql, {"t": t}).rowcount
+        return removed
+
+    # --- clients -------------------------------------------------------------------------
+    def put_client(self, client: ClientRecord) -> None:
+        self._conn().execute(_REPLACE_CLIENT, to_row(client))
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        row = self._one("SELECT * FROM clients WHERE client_id = ?", (client_id,))
+        return None if row is None else from_row(ClientRecord, row)
+
+    def list_clients(self) -> list[ClientRecord]:
+        rows = self._conn().execute("SELECT * FROM clients ORDER BY client_id").fetchall()
+        return [from_row(ClientRecord, r) for r in rows]
+
+    def delete_client(self, client_id: str) -> bool:
+        cur = self._conn().execute("DELETE FROM clients WHERE client_id = ?", (client_id,))
+        return cur.rowcount > 0
+
+    # --- sessions ------------------------------------------------------------------------
+    def create_session(self, session: SessionRecord) -> None:
+        self._insert(self._conn(), "sessions", session)
+
+    def get_session(self, sid: str) -> SessionRecord | None:
+        row = self._one("SELECT * FROM sessions WHERE sid = ?", (sid,))
+        return None if row is None else from_row(SessionRecord, row)
+
+    def get_session_by_cookie(self, cookie_hash: str) -> SessionRecord | None:
+        row = self._one("SELECT * FROM sessions WHERE cookie_hash = ?", (cookie_hash,))
+        return None if row is None else from_row(SessionRecord, row)
+
+    def mark_session_checked(self, sid: str, at: datetime) -> None:
+        self._conn().execute(
+            "UPDATE sessions SET last_checked_at = ? WHERE sid = ? AND last_checked_at < ?",
+            (to_ms(at), sid, to_ms(at)),
+        )
+
+    def revoke_session(self, sid: str, at: datetime, reason: str) -> bool:
+        t = to_ms(at)
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE sessions SET revoked_at = ? WHERE sid = ? AND revoked_at IS NULL", (t, sid)
+            )
+            conn.execute(
+                "UPDATE families SET revoked_at = ?, revoked_reason = ?"
+                " WHERE sid = ? AND revoked_at IS NULL",
+                (t, reason, sid),
+            )
+        return cur.rowcount > 0
+
+    # --- refresh families and tokens -------------------------------------------------------
+    def create_family(self, family: FamilyRecord, first: RefreshTokenRecord) -> None:
+        if first.family_id != family.family_id:
+            raise ValueError("the first token belongs to another family")
+        with self._tx() as conn:
+            self._insert(conn, "families", family)
+            self._insert(conn, "refresh_tokens", first)
+
+    def get_family(self, family_id: str) -> FamilyRecord | None:
+        row = self._one("SELECT * FROM families WHERE family_id = ?", (family_id,))
+        return None if row is None else from_row(FamilyRecord, row)
+
+    def list_families(self, sid: str) -> list[FamilyRecord]:
+        rows = self._conn().execute(
+            "SELECT * FROM families WHERE sid = ? ORDER BY created_at, family_id", (sid,)
+        )
+        return [from_row(FamilyRecord, r) for r in rows.fetchall()]
+
+    def revoke_family(self, family_id: str, at: datetime, reason: str) -> bool:
+        cur = self._conn().execute(
+            "UPDATE families SET revoked_at = ?, revoked_reason = ?"
+            " WHERE family_id = ? AND revoked_at IS NULL",
+            (to_ms(at), reason, family_id),
+        )
+        return cur.rowcount > 0
+
+    def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None:
+        row = self._one("SELECT * FROM refresh_tokens WHERE jti = ?", (jti,))
+        return None if row is None else from_row(RefreshTokenRecord, row)
+
+    def rotate_refresh_token(
+        self,
+        parent_jti: str,
+        successor: RefreshTokenRecord,
+        now: datetime,
+        grace: timedelta,
+    ) -> RotationResult:
+        t = to_ms(now)
+        with self._tx() as conn:
+            row = conn.execute(_ROTATION_SELECT, (parent_jti,)).fetchone()
+            if (
+                row is None
+                or row["t_expires_at"] <= t
+                or row["revoked_at"] is not None
+                or row["expires_at"] <= t
+                or row["s_revoked_at"] is not None
+                or row["s_expires_at"] is None  # no session
+                or row["s_expires_at"] <= t
+            ):
+                return RotationResult(RotationStatus.INVALID)
+            family = from_row(FamilyRecord, row)
+            used_at = row["t_used_at"]
+            if used_at is None:
+                if successor.family_id != family.family_id:
+                    raise ValueError("the successor belongs to another family")
+                conn.execute(
+                    "UPDATE refresh_tokens SET used_at = ?, successor_jti = ? WHERE jti = ?",
+                    (t, successor.jti, parent_jti),
+                )
+                self._insert(conn, "refresh_tokens", successor)
+                return RotationResult(RotationStatus.ROTATED, successor, family)
+            if t - used_at <= grace // _MS:
+                earlier = conn.execute(
+                    "SELECT * FROM refresh_tokens WHERE jti = ?", (row["t_successor_jti"],)
+                ).fetchone()
+                if earlier is not None and earlier["used_at"] is None:
+                    return RotationResult(
+                        RotationStatus.GRACE, from_row(RefreshTokenRecord, earlier), family
+                    )
+            conn.execute(
+                "UPDATE families SET revoked_at = ?, revoked_reason = 'reuse'"
+                " WHERE family_id = ? AND revoked_at IS NULL",
+                (t, family.family_id),
+            )
+            family = dataclasses.replace(family, revoked_at=ms(now), revoked_reason="reuse")
+            return RotationResult(RotationStatus.REUSED, None, family)
+
+    # --- signing keys --------------------------------------------------------------------
+    def list_keys(self) -> list[KeyRecord]:
+        return self._list_keys(self._conn())
+
+    @staticmethod
+    def _list_keys(conn: sqlite3.Connection) -> list[KeyRecord]:
+        rows = conn.execute("SELECT * FROM keys ORDER BY created_at, kid").fetchall()
+        return [from_row(KeyRecord, r) for r in rows]
+
+    def bootstrap_keys(self, keys: list[KeyRecord]) -> list[KeyRecord]:
+        with self._tx() as conn:
+            for use in dict.fromkeys(k.use for k in keys):
+                if conn.execute("SELECT 1 FROM keys WHERE use = ?", (use,)).fetchone():
+                    continue
+                for key in keys:
+                    if key.use == use:
+                        self._insert(conn, "keys", key)
+            return self._list_keys(conn)
+
+    def add_key(self, key: KeyRecord) -> None:
+        self._insert(self._conn(), "keys", key)
+
+    def promote_key(
+        self, expected_current: str | None, next_kid: str, new_next: KeyRecord, at: datetime
+    ) -> bool:
+        t = to_ms(at)
+        with self._tx() as conn:
+            nxt = conn.execute("SELECT use, state FROM keys WHERE kid = ?", (next_kid,)).fetchone()
+            if nxt is None or nxt["state"] != KeyState.NEXT:
+                return False
+            currents = [
+                r["kid"]
+                for r in conn.execute(
+                    "SELECT kid FROM keys WHERE use = ? AND state = ?",
+                    (nxt["use"], KeyState.CURRENT.value),
+                )
+            ]
+            if expected_current is None:
+                if currents:
+                    return False
+            elif expected_current not in currents:
+                return False
+            else:
+                conn.execute(
+                    "UPDATE keys SET state = ?, retired_at = ? WHERE kid = ?",
+                    (KeyState.RETIRED.value, t, expected_current),
+                )
+            conn.execute(
+                "UPDATE keys SET state = ?, activated_at = ? WHERE kid = ?",
+                (KeyState.CURRENT.value, t, next_kid),
+            )
+            self._insert(conn, "keys", new_next)
+            return True
+
+    def retire_key(self, kid: str, at: datetime, drop_after: datetime) -> bool:
+        cur = self._conn().execute(
+            "UPDATE keys SET state = ?, retired_at = ?, drop_after = ? WHERE kid = ?",
+            (KeyState.RETIRED.value, to_ms(at), to_ms(drop_after), kid),
+        )
+        return cur.rowcount > 0
+
+    def set_drop_after(self, kid: str, drop_after: datetime) -> None:
+        self._conn().execute(
+            "UPDATE keys SET drop_after = ? WHERE kid = ?", (to_ms(drop_after), kid)
+        )
+
+    # --- upstream token custody --------------------------------------------------------------
+    @staticmethod
+    def _upstream_row(record: UpstreamTokenRecord) -> dict[str, Any]:
+        row = to_row(record)
+        row["gc_at"] = opt_ms(_upstream_gc_at(record))
+        return row
+
+    def get_upstream_tokens(self, key: str) -> UpstreamTokenRecord | None:
+        row = self._one('SELECT * FROM upstream_tokens WHERE "key" = ?', (key,))
+        return None if row is None else from_row(UpstreamTokenRecord, row)
+
+    def put_upstream_tokens(self, record: UpstreamTokenRecord) -> None:
+        self._conn().execute(_REPLACE_UPSTREAM, self._upstream_row(record))
+
+    def swap_upstream_tokens(self, expected_version: int, record: UpstreamTokenRecord) -> bool:
+        if record.version != expected_version + 1:
+            raise ValueError("record.version must be expected_version + 1")
+        row = self._upstream_row(record)
+        assignments = ", ".join(f'"{c}" = :{c}' for c in row if c != "key")
+        cur = self._conn().execute(
+            f"UPDATE upstream_tokens SET {assignments}"  # noqa: S608 (columns from the record)
+            ' WHERE "key" = :key AND version = :expected',
+            {**row, "expected": expected_version},
+        )
+        return cur.rowcount > 0
+
+    def delete_upstream_tokens(self, key: str) -> None:
+        self._conn().execute('DELETE FROM upstream_tokens WHERE "key" = ?', (key,))
+
+    # --- leases ---------------------------------------------------------------------------
+    def try_lease(self, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+        t = to_ms(now)
+        cur = self._conn().execute(
+            "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
+            " expires_at = excluded.expires_at"
+            " WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
+            (name, owner, t + ttl // _MS, t),
+        )
+        return cur.rowcount > 0
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self._conn().execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    # --- authorization codes -----------------------------------------------------------------
+    def create_code(self, code: AuthCodeRecord) -> None:
+        self._insert(self._conn(), "codes", code)
+
+    def redeem_code(self, code_hash: str, now: datetime) -> tuple[AuthCodeRecord | None, bool]:
+        t = to_ms(now)
+        conn = self._conn()
+        rows = conn.execute(
+            "UPDATE codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL"
+            " AND expires_at > ? RETURNING *",
+            (t, code_hash, t),
+        ).fetchall()
+        if rows:
+            return from_row(AuthCodeRecord, rows[0]), True
+        row = self._one("SELECT * FROM codes WHERE code_hash = ?", (code_hash,))
+        if row is None or row["expires_at"] <= t:
+            return None, False
+        return from_row(AuthCodeRecord, row), False
+
+    def set_code_family(self, code_hash: str, family_id: str) -> None:
+        self._conn().execute(
+            "UPDATE codes SET family_id = ? WHERE code_hash = ?", (family_id, code_hash)
+        )
+
+    # --- counters -----------------------------------------------------------------------------
+    def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:
+        t = to_ms(now)
+        w = window // _MS
+        rows = (
+            self._conn()
+            .execute(
+                'INSERT INTO counters ("key", window_start, count, expires_at)'
+                " VALUES (:key, :t, 1, :t + :w)"
+                ' ON CONFLICT ("key") DO UPDATE SET'
+                " count = CASE WHEN counters.window_start + :w > :t"
+                " THEN counters.count + 1 ELSE 1 END,"
+                " window_start = CASE WHEN counters.window_start + :w > :t"
+                " THEN counters.window_start ELSE :t END,"
+                " expires_at = CASE WHEN counters.window_start + :w > :t"
+                " THEN counters.window_start + :w ELSE :t + :w END"
+                " RETURNING count",
+                {"key": key, "t": t, "w": w},
+            )
+            .fetchall()
+        )
+        count: int = rows[0]["count"]
+        return count
+
+    def get_counter(self, key: str, now: datetime, window: timedelta) -> int:
+        row = self._one(
+            'SELECT count FROM counters WHERE "key" = ? AND window_start + ? > ?',
+            (key, window // _MS, to_ms(now)),
+        )
+        return 0 if row is None else int(row["count"])
+
+    def reset_counter(self, key: str) -> None:
+        self._conn().execute('DELETE FROM counters WHERE "key" = ?', (key,))
+
+    # --- access-token denylist ----------------------------------------------------------------
+    def deny_access_token(self, jti: str, expires_at: datetime) -> None:
+        self._conn().execute(
+            "INSERT INTO denylist (jti, expires_at) VALUES (?, ?)"
+            " ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+            (jti, to_ms(expires_at)),
+        )
+
+    def is_access_token_denied(self, jti: str, now: datetime) -> bool:
+        row = self._one(
+            "SELECT 1 AS hit FROM denylist WHERE jti = ? AND expires_at > ?", (jti, to_ms(now))
+        )
+        return row is not None
+
+
+def _from_url(url: str) -> SQLiteStore:
+    prefix = "sqlite:///"
+    if not url.lower().startswith(prefix) or len(url) == len(prefix):
+        raise StoreError("a SQLite store URL reads sqlite:///relative/path or sqlite:////abs/path")
+    return SQLiteStore(url[len(prefix) :].split("?", 1)[0])
+
+
+register_backend("sqlite", _from_url)

@@ -1,0 +1,701 @@
+"""The Store conformance suite: every backend subclasses `StoreConformance` and overrides
+the `store` fixture (Dex's storage/conformance pattern).
+
+Time is passed explicitly (aware UTC, real clock values moved by timedeltas); nothing
+sleeps. The races start their threads behind a barrier so the calls really overlap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import pytest
+
+from broker.store import AlreadyExists, Store
+from broker.store.records import (
+    AuthCodeRecord,
+    ClientRecord,
+    FamilyRecord,
+    KeyRecord,
+    KeyState,
+    RefreshTokenRecord,
+    RotationStatus,
+    SessionRecord,
+    UpstreamTokenRecord,
+    ms,
+)
+
+T = TypeVar("T")
+
+H = timedelta(hours=1)
+S = timedelta(seconds=1)
+GRACE = timedelta(seconds=30)
+
+
+def race(n: int, fn: Callable[[int], T]) -> list[T]:
+    """Run fn(0..n-1) in n threads released together; re-raise the first failure."""
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> T:
+        barrier.wait(timeout=10)
+        return fn(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def make_session(now: datetime, sid: str = "sid-1", **kw: Any) -> SessionRecord:
+    fields: dict[str, Any] = {
+        "sid": sid,
+        "user_id": 42,
+        "login": "alice",
+        "email": "alice@example.com",
+        "name": "Alice",
+        "auth_time": now,
+        "expires_at": now + 8 * H,
+        "last_checked_at": now,
+    }
+    fields.update(kw)
+    return SessionRecord(**fields)
+
+
+def make_family(
+    now: datetime, family_id: str = "fam-1", sid: str = "sid-1", **kw: Any
+) -> FamilyRecord:
+    fields: dict[str, Any] = {
+        "family_id": family_id,
+        "sid": sid,
+        "client_id": "cli",
+        "scope": "openid offline_access",
+        "audience": "cli",
+        "created_at": now,
+        "expires_at": now + 8 * H,
+    }
+    fields.update(kw)
+    return FamilyRecord(**fields)
+
+
+def make_token(now: datetime, jti: str, family_id: str = "fam-1", **kw: Any) -> RefreshTokenRecord:
+    fields: dict[str, Any] = {
+        "jti": jti,
+        "family_id": family_id,
+        "issued_at": now,
+        "expires_at": now + 2 * H,
+    }
+    fields.update(kw)
+    return RefreshTokenRecord(**fields)
+
+
+def make_key(now: datetime, kid: str, state: KeyState, **kw: Any) -> KeyRecord:
+    fields: dict[str, Any] = {
+        "kid": kid,
+        "alg": "ES256",
+        "state": state,
+        "private_jwk": b"\x00ciphertext-" + kid.encode() + b"\xff",
+        "created_at": now,
+    }
+    fields.update(kw)
+    return KeyRecord(**fields)
+
+
+def make_code(now: datetime, code_hash: str = "code-1", **kw: Any) -> AuthCodeRecord:
+    fields: dict[str, Any] = {
+        "code_hash": code_hash,
+        "client_id": "cli",
+        "redirect_uri": "https://app.example/cb",
+        "scope": "openid",
+        "sid": "sid-1",
+        "auth_time": now,
+        "expires_at": now + 60 * S,
+        "nonce": "n-0",
+        "code_challenge": "abc",
+        "code_challenge_method": "S256",
+        "extra": {"claims": "{}"},
+    }
+    fields.update(kw)
+    return AuthCodeRecord(**fields)
+
+
+def make_upstream(now: datetime, key: str = "session:sid-1", **kw: Any) -> UpstreamTokenRecord:
+    fields: dict[str, Any] = {
+        "key": key,
+        "access_token": b"\x01enc-access",
+        "refresh_token": b"\x02enc-refresh",
+        "expires_at": now + 10 * 60 * S,
+        "refresh_expires_at": now + 24 * H,
+    }
+    fields.update(kw)
+    return UpstreamTokenRecord(**fields)
+
+
+class StoreConformance:
+    """Subclass and override `store` to yield a fresh, empty store."""
+
+    #: False where the backend (mongomock) is not atomic under threads: races skip.
+    concurrent = True
+
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        raise NotImplementedError
+        yield
+
+    @pytest.fixture
+    def now(self) -> datetime:
+        return ms(datetime.now(UTC))
+
+    def require_concurrency(self) -> None:
+        if not self.concurrent:
+            pytest.skip(f"{type(self).__name__}: backend is not atomic under threads")
+
+    def setup_rotation(self, store: Store, now: datetime) -> RefreshTokenRecord:
+        store.create_session(make_session(now))
+        first = make_token(now, "rt-0")
+        store.create_family(make_family(now), first)
+        return first
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def test_ping(self, store: Store) -> None:
+        store.ping()
+
+    # --- clients -----------------------------------------------------------------------------
+    def test_clients_crud_and_order(self, store: Store) -> None:
+        full = ClientRecord(
+            client_id="b-confidential",
+            name="B",
+            public=False,
+            secret_hash="$hash$",
+            grant_types=("authorization_code", "refresh_token"),
+            redirect_uris=("https://b.example/cb",),
+            post_logout_redirect_uris=("https://b.example/",),
+            allowed_origins=("https://b2.example",),
+            scopes=("openid",),
+            audiences=("svc-a", "svc-b"),
+            may_introspect=True,
+            may_exchange_shotgrid=True,
+            max_exchange_lifetime=600,
+        )
+        store.put_client(full)
+        store.put_client(ClientRecord(client_id="a-public"))
+        store.put_client(ClientRecord(client_id="c"))
+        assert store.get_client("b-confidential") == full
+        assert store.get_client("missing") is None
+        assert [c.client_id for c in store.list_clients()] == ["a-public", "b-confidential", "c"]
+        replaced = dataclasses.replace(full, name="B2", redirect_uris=())
+        store.put_client(replaced)
+        assert store.get_client("b-confidential") == replaced
+        assert store.delete_client("c") is True
+        assert store.delete_client("c") is False
+        assert [c.client_id for c in store.list_clients()] == ["a-public", "b-confidential"]
+
+    # --- sessions ----------------------------------------------------------------------------
+    def test_sessions(self, store: Store, now: datetime) -> None:
+        session = make_session(now, cookie_hash="cookie-h")
+        store.create_session(session)
+        store.create_session(make_session(now, sid="sid-2"))
+        assert store.get_session("sid-1") == session
+        assert store.get_session("nope") is None
+        assert store.get_session_by_cookie("cookie-h") == session
+        assert store.get_session_by_cookie("other") is None
+        with pytest.raises(AlreadyExists):
+            store.create_session(make_session(now))
+
+    def test_mark_session_checked_keeps_max(self, store: Store, now: datetime) -> None:
+        store.create_session(make_session(now))
+        store.mark_session_checked("sid-1", now + 10 * S)
+        store.mark_session_checked("sid-1", now + 5 * S)
+        session = store.get_session("sid-1")
+        assert session is not None and session.last_checked_at == now + 10 * S
+        store.mark_session_checked("unknown", now)  # no error
+
+    def test_revoke_session_revokes_all_families(self, store: Store, now: datetime) -> None:
+        store.create_session(make_session(now))
+        store.create_session(make_session(now, sid="other"))
+        store.create_family(make_family(now, "f1"), make_token(now, "t1", "f1"))
+        store.create_family(make_family(now, "f2"), make_token(now, "t2", "f2"))
+        earlier = now - 5 * S
+        store.create_family(make_family(now, "f3"), make_token(now, "t3", "f3"))
+        assert store.revoke_family("f3", earlier, "logout")
+        store.create_family(make_family(now, "g1", sid="other"), make_token(now, "u1", "g1"))
+
+        assert store.revoke_session("sid-1", now, "admin") is True
+        assert store.revoke_session("sid-1", now + S, "admin") is False
+        assert store.revoke_session("unknown", now, "admin") is False
+        session = store.get_session("sid-1")
+        assert session is not None and session.revoked and session.revoked_at == now
+        families = {f.family_id: f for f in store.list_families("sid-1")}
+        assert set(families) == {"f1", "f2", "f3"}
+        assert families["f1"].revoked_at == now and families["f1"].revoked_reason == "admin"
+        assert families["f2"].revoked_at == now
+        assert families["f3"].revoked_at == earlier and families["f3"].revoked_reason == "logout"
+        other = store.get_family("g1")
+        assert other is not None and not other.revoked
+        rotated = store.rotate_refresh_token("t1", make_token(now, "t1b", "f1"), now, GRACE)
+        assert rotated.status is RotationStatus.INVALID
+
+    # --- families ----------------------------------------------------------------------------
+    def test_create_family_and_first_token(self, store: Store, now: datetime) -> None:
+        store.create_session(make_session(now))
+        family = make_family(now, code_hash="code-h")
+        first = make_token(now, "rt-0")
+        store.create_family(family, first)
+        assert store.get_family("fam-1") == family
+        assert store.get_refresh_token("rt-0") == first
+        assert store.get_family("nope") is None
+        assert store.get_refresh_token("nope") is None
+        assert store.list_families("sid-1") == [family]
+        assert store.list_families("nobody") == []
+        with pytest.raises(AlreadyExists):
+            store.create_family(family, make_token(now, "rt-x"))
+        assert store.get_refresh_token("rt-x") is None
+        assert store.revoke_family("fam-1", now, "logout") is True
+        assert store.revoke_family("fam-1", now, "logout") is False
+        assert store.revoke_family("nope", now, "logout") is False
+        revoked = store.get_family("fam-1")
+        assert revoked is not None and revoked.revoked_reason == "logout"
+
+    # --- rotation ----------------------------------------------------------------------------
+    def test_rotate_rotated(self, store: Store, now: datetime) -> None:
+        self.setup_rotation(store, now)
+        successor = make_token(now + S, "rt-1")
+        result = store.rotate_refresh_token("rt-0", successor, now + S, GRACE)
+        assert result.status is RotationStatus.ROTATED
+        assert result.successor == successor
+        assert result.family == store.get_family("fam-1")
+        parent = store.get_refresh_token("rt-0")
+        assert parent is not None
+        assert parent.used_at == now + S and parent.successor_jti == "rt-1"
+        assert store.get_refresh_token("rt-1") == successor
+
+    def test_rotate_grace_returns_the_same_successor(self, store: Store, now: datetime) -> None:
+        self.setup_rotation(store, now)
+        first = store.rotate_refresh_token("rt-0", make_token(now, "rt-1"), now, GRACE)
+        again = store.rotate_refresh_token("rt-0", make_token(now, "rt-2"), now + GRACE, GRACE)
+        assert again.status is RotationStatus.GRACE
+        assert again.successor == first.successor
+        assert again.family == first.family
+        assert store.get_refresh_token("rt-2") is None
+        family = store.get_family("fam-1")
+        assert family is not None and not family.revoked
+
+    def test_rotate_past_grace_is_reuse(self, store: Store, now: datetime) -> None:
+        self.setup_rotation(store, now)
+        store.rotate_refresh_token("rt-0", make_token(now, "rt-1"), now, GRACE)
+        later = now + GRACE + timedelta(milliseconds=1)
+        result = store.rotate_refresh_token("rt-0", make_token(later, "rt-2"), later, GRACE)
+        assert result.status is RotationStatus.REUSED
+        assert result.family is not None
+        assert result.family.revoked_at == later and result.family.revoked_reason == "reuse"
+        assert store.get_family("fam-1") == result.family
+        assert store.get_refresh_token("rt-2") is None
+        # The successor dies with its family.
+        after = store.rotate_refresh_token("rt-1", make_token(later, "rt-3"), later, GRACE)
+        assert after.status is RotationStatus.INVALID
+
+    def test_rotate_successor_used_is_reuse(self, store: Store, now: datetime) -> None:
+        self.setup_rotation(store, now)
+        store.rotate_refresh_token("rt-0", make_token(now, "rt-1"), now, GRACE)
+        step = store.rotate_refresh_token("rt-1", make_token(now, "rt-2"), now + S, GRACE)
+        assert step.status is RotationStatus.ROTATED
+        result = store.rotate_refresh_token("rt-0", make_token(now, "rt-x"), now + 2 * S, GRACE)
+        assert result.status is RotationStatus.REUSED
+        family = store.get_family("fam-1")
+        assert family is not None and family.revoked_reason == "reuse"
+        tail = store.rotate_refresh_token("rt-2", make_token(now, "rt-3"), now + 3 * S, GRACE)
+        assert tail.status is RotationStatus.INVALID
+
+    @pytest.mark.parametrize(
+        "case",
+        [
+            "unknown",
+            "parent_expired",
+            "family_revoked",
+            "family_expired",
+            "session_revoked",
+            "session_expired",
+        ],
+    )
+    def test_rotate_invalid(self, store: Store, now: datetime, case: str) -> None:
+        store.create_session(make_session(now, expires_at=now + H))
+        store.create_family(
+            make_family(now, expires_at=now + 2 * H),
+            make_token(now, "rt-0", expires_at=now + 3 * H),
+        )
+        at = now + S
+        jti = "rt-0"
+        if case == "unknown":
+            jti = "nope"
+        elif case == "parent_expired":
+            store.create_family(
+                make_family(now, "fam-2"), make_token(now, "rt-short", "fam-2", expires_at=at)
+            )
+            jti = "rt-short"
+        elif case == "family_revoked":
+            store.revoke_family("fam-1", now, "logout")
+        elif case == "family_expired":
+            store.create_session(make_session(now, sid="long", expires_at=now + 9 * H))
+            store.create_family(
+                make_family(now, "fam-2", sid="long", expires_at=now + 2 * H),
+                make_token(now, "rt-2", "fam-2", expires_at=now + 3 * H),
+            )
+            jti, at = "rt-2", now + 2 * H
+        elif case == "session_revoked":
+            store.revoke_session("sid-1", now, "admin")
+        elif case == "session_expired":
+            at = now + H
+        before = store.get_refresh_token(jti)
+        family_before = store.get_family("fam-1")
+        result = store.rotate_refresh_token(jti, make_token(at, "rt-new"), at, GRACE)
+        assert result.status is RotationStatus.INVALID
+        assert store.get_refresh_token("rt-new") is None
+        assert store.get_refresh_token(jti) == before
+        assert store.get_family("fam-1") == family_before
+
+    def test_race_rotation_one_winner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        self.setup_rotation(store, now)
+        results = race(
+            20, lambda i: store.rotate_refresh_token("rt-0", make_token(now, f"s-{i}"), now, GRACE)
+        )
+        statuses = [r.status for r in results]
+        assert statuses.count(RotationStatus.ROTATED) == 1
+        assert statuses.count(RotationStatus.GRACE) == 19
+        winner = next(r for r in results if r.status is RotationStatus.ROTATED)
+        assert all(r.successor == winner.successor for r in results)
+        parent = store.get_refresh_token("rt-0")
+        assert winner.successor is not None and parent is not None
+        assert parent.successor_jti == winner.successor.jti
+        losers = [f"s-{i}" for i in range(20) if f"s-{i}" != winner.successor.jti]
+        assert all(store.get_refresh_token(j) is None for j in losers)
+
+    # --- keys ------------------------------------------------------------------------------
+    def test_keys_list_promote_retire_drop(self, store: Store, now: datetime) -> None:
+        cur = make_key(now, "k-b", KeyState.CURRENT, activated_at=now)
+        nxt = make_key(now, "k-a", KeyState.NEXT)
+        older = make_key(now - H, "k-z", KeyState.RETIRED, retired_at=now, drop_after=now + H)
+        for key in (cur, nxt, older):
+            store.add_key(key)
+        with pytest.raises(AlreadyExists):
+            store.add_key(cur)
+        assert [k.kid for k in store.list_keys()] == ["k-z", "k-a", "k-b"]
+        assert store.list_keys()[2] == cur
+
+        at = now + H
+        new_next = make_key(at, "k-c", KeyState.NEXT)
+        assert store.promote_key("k-b", "k-a", new_next, at) is True
+        keys = {k.kid: k for k in store.list_keys()}
+        assert keys["k-b"].state is KeyState.RETIRED and keys["k-b"].retired_at == at
+        assert keys["k-a"].state is KeyState.CURRENT and keys["k-a"].activated_at == at
+        assert keys["k-c"] == new_next
+        # Stale expectations write nothing.
+        assert store.promote_key("k-b", "k-c", make_key(at, "k-d", KeyState.NEXT), at) is False
+        assert store.promote_key(None, "k-c", make_key(at, "k-d", KeyState.NEXT), at) is False
+        assert store.promote_key("k-a", "k-b", make_key(at, "k-d", KeyState.NEXT), at) is False
+        assert "k-d" not in {k.kid for k in store.list_keys()}
+
+        assert store.retire_key("k-a", at, at + H) is True
+        assert store.retire_key("nope", at, at + H) is False
+        store.set_drop_after("k-b", at + 2 * H)
+        keys = {k.kid: k for k in store.list_keys()}
+        assert keys["k-a"].state is KeyState.RETIRED and keys["k-a"].drop_after == at + H
+        assert keys["k-b"].drop_after == at + 2 * H
+        # With no current key left, None is the right expectation.
+        assert store.promote_key(None, "k-c", make_key(at, "k-e", KeyState.NEXT), at) is True
+        assert store.gc(at + H) == 2  # k-z and k-a are past drop_after
+        assert sorted(k.kid for k in store.list_keys()) == ["k-b", "k-c", "k-e"]
+
+    def test_promote_is_scoped_to_the_key_use(self, store: Store, now: datetime) -> None:
+        store.add_key(make_key(now, "rt-cur", KeyState.CURRENT, use="rt", alg="HS256"))
+        store.add_key(make_key(now, "sig-next", KeyState.NEXT))
+        assert store.promote_key(None, "sig-next", make_key(now, "sig-n2", KeyState.NEXT), now)
+        assert not store.promote_key(
+            "rt-cur", "sig-n2", make_key(now, "sig-n3", KeyState.NEXT), now
+        )
+
+    def test_race_promote_one_winner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        store.add_key(make_key(now, "cur", KeyState.CURRENT))
+        store.add_key(make_key(now, "nxt", KeyState.NEXT))
+        results = race(
+            8,
+            lambda i: store.promote_key("cur", "nxt", make_key(now, f"n-{i}", KeyState.NEXT), now),
+        )
+        assert results.count(True) == 1
+        states = sorted((k.kid, k.state.value) for k in store.list_keys())
+        winner = f"n-{results.index(True)}"
+        assert states == sorted([("cur", "retired"), ("nxt", "current"), (winner, "next")])
+
+    def test_bootstrap_keys(self, store: Store, now: datetime) -> None:
+        first = [
+            make_key(now, "s1", KeyState.CURRENT),
+            make_key(now, "s2", KeyState.NEXT),
+            make_key(now, "r1", KeyState.CURRENT, use="rt", alg="HS256"),
+        ]
+        assert store.bootstrap_keys(first) == sorted(first, key=lambda k: (k.created_at, k.kid))
+        second = [
+            make_key(now, "s9", KeyState.CURRENT),
+            make_key(now, "r9", KeyState.CURRENT, use="rt"),
+        ]
+        assert sorted(k.kid for k in store.bootstrap_keys(second)) == ["r1", "s1", "s2"]
+
+    def test_bootstrap_keys_adds_a_missing_use(self, store: Store, now: datetime) -> None:
+        store.add_key(make_key(now, "s1", KeyState.CURRENT))
+        keys = store.bootstrap_keys(
+            [make_key(now, "s9", KeyState.CURRENT), make_key(now, "r1", KeyState.CURRENT, use="rt")]
+        )
+        assert sorted(k.kid for k in keys) == ["r1", "s1"]
+
+    def test_race_bootstrap_one_key_set(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+
+        def boot(i: int) -> list[str]:
+            keys = [
+                make_key(now, f"c-{i}", KeyState.CURRENT),
+                make_key(now, f"n-{i}", KeyState.NEXT),
+            ]
+            return sorted(k.kid for k in store.bootstrap_keys(keys))
+
+        results = race(8, boot)
+        assert len(results[0]) == 2
+        assert all(r == results[0] for r in results)
+        assert sorted(k.kid for k in store.list_keys()) == results[0]
+
+    # --- upstream custody --------------------------------------------------------------------
+    def test_upstream_tokens(self, store: Store, now: datetime) -> None:
+        record = make_upstream(now)
+        assert store.get_upstream_tokens(record.key) is None
+        store.put_upstream_tokens(record)
+        assert store.get_upstream_tokens(record.key) == record
+        swapped = dataclasses.replace(
+            record, access_token=b"\x03new", version=2, refresh_token=None
+        )
+        assert store.swap_upstream_tokens(1, swapped) is True
+        assert store.get_upstream_tokens(record.key) == swapped
+        stale = dataclasses.replace(record, access_token=b"stale", version=2)
+        assert store.swap_upstream_tokens(1, stale) is False
+        assert store.get_upstream_tokens(record.key) == swapped
+        assert (
+            store.swap_upstream_tokens(1, dataclasses.replace(record, key="absent", version=2))
+            is False
+        )
+        with pytest.raises(ValueError):
+            store.swap_upstream_tokens(2, dataclasses.replace(record, version=2))
+        fresh = make_upstream(now, access_token=b"fresh")
+        store.put_upstream_tokens(fresh)
+        assert store.get_upstream_tokens(record.key) == fresh
+        store.delete_upstream_tokens(record.key)
+        assert store.get_upstream_tokens(record.key) is None
+        store.delete_upstream_tokens(record.key)
+
+    def test_race_swap_upstream_one_winner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        record = make_upstream(now, version=5)
+        store.put_upstream_tokens(record)
+        results = race(
+            10,
+            lambda i: store.swap_upstream_tokens(
+                5, dataclasses.replace(record, access_token=f"a{i}".encode(), version=6)
+            ),
+        )
+        assert results.count(True) == 1
+        stored = store.get_upstream_tokens(record.key)
+        assert stored is not None and stored.version == 6
+        assert stored.access_token == f"a{results.index(True)}".encode()
+
+    # --- leases ------------------------------------------------------------------------------
+    def test_leases(self, store: Store, now: datetime) -> None:
+        ttl = 30 * S
+        assert store.try_lease("refresh:x", "A", now, ttl) is True
+        assert store.try_lease("refresh:x", "B", now + S, ttl) is False
+        assert store.try_lease("refresh:x", "A", now + 2 * S, ttl) is True  # re-entrant, extends
+        assert store.try_lease("refresh:x", "B", now + ttl + S, ttl) is False
+        assert store.try_lease("refresh:x", "B", now + 2 * S + ttl, ttl) is True  # expired
+        assert store.try_lease("refresh:x", "A", now + 2 * S + ttl, ttl) is False
+        store.release_lease("refresh:x", "A")  # not the owner: no effect
+        assert store.try_lease("refresh:x", "A", now + 3 * S + ttl, ttl) is False
+        store.release_lease("refresh:x", "B")
+        assert store.try_lease("refresh:x", "A", now + 3 * S + ttl, ttl) is True
+        assert store.try_lease("other", "B", now, ttl) is True
+
+    def test_race_lease_one_owner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        results = race(10, lambda i: store.try_lease("job", f"owner-{i}", now, 30 * S))
+        assert results.count(True) == 1
+
+    # --- codes -------------------------------------------------------------------------------
+    def test_codes(self, store: Store, now: datetime) -> None:
+        code = make_code(now)
+        store.create_code(code)
+        record, first = store.redeem_code("code-1", now + S)
+        assert first is True
+        assert record == dataclasses.replace(code, used_at=now + S)
+        replay, again = store.redeem_code("code-1", now + 2 * S)
+        assert again is False and replay == record
+        store.set_code_family("code-1", "fam-9")
+        replay, _ = store.redeem_code("code-1", now + 3 * S)
+        assert replay is not None and replay.family_id == "fam-9"
+        assert store.redeem_code("nope", now) == (None, False)
+        # Expired: unknown to the caller, used or not.
+        assert store.redeem_code("code-1", code.expires_at) == (None, False)
+        store.create_code(make_code(now, "code-2", nonce=None, code_challenge=None, extra={}))
+        assert store.redeem_code("code-2", now + 60 * S) == (None, False)
+        fresh, ok = store.redeem_code("code-2", now + 59 * S)
+        assert ok and fresh is not None and fresh.nonce is None and fresh.extra == {}
+
+    def test_race_redeem_code_once(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        store.create_code(make_code(now))
+        results = race(
+            10, lambda i: store.redeem_code("code-1", now + i * timedelta(milliseconds=1))
+        )
+        assert [ok for _, ok in results].count(True) == 1
+        assert all(record is not None for record, _ in results)
+
+    # --- counters ----------------------------------------------------------------------------
+    def test_counters_window(self, store: Store, now: datetime) -> None:
+        window = 60 * S
+        assert store.get_counter("ip:1", now, window) == 0
+        assert store.hit_counter("ip:1", now, window) == 1
+        assert store.hit_counter("ip:1", now + 10 * S, window) == 2
+        assert store.hit_counter("ip:1", now + 59 * S, window) == 3
+        assert store.get_counter("ip:1", now + 59 * S, window) == 3
+        assert store.get_counter("ip:1", now + window, window) == 0
+        assert store.hit_counter("ip:1", now + window, window) == 1  # window restarts
+        assert store.hit_counter("ip:1", now + window + S, window) == 2
+        assert store.get_counter("ip:2", now, window) == 0
+        store.reset_counter("ip:1")
+        assert store.get_counter("ip:1", now + window + S, window) == 0
+        assert store.hit_counter("ip:1", now + window + S, window) == 1
+
+    def test_race_counter_adds_up(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        window = 60 * S
+
+        def hits(i: int) -> list[int]:
+            return [
+                store.hit_counter("user:alice", now + i * timedelta(milliseconds=1), window)
+                for _ in range(10)
+            ]
+
+        results = race(10, hits)
+        assert sorted(c for r in results for c in r) == list(range(1, 101))
+        assert store.get_counter("user:alice", now + S, window) == 100
+
+    # --- denylist ----------------------------------------------------------------------------
+    def test_denylist(self, store: Store, now: datetime) -> None:
+        store.deny_access_token("at-1", now + H)
+        assert store.is_access_token_denied("at-1", now) is True
+        assert store.is_access_token_denied("at-1", now + H) is False
+        assert store.is_access_token_denied("at-2", now) is False
+        store.deny_access_token("at-1", now + 2 * H)
+        store.deny_access_token("at-1", now + S)  # never shortens
+        assert store.is_access_token_denied("at-1", now + H) is True
+
+    # --- gc ----------------------------------------------------------------------------------
+    def test_gc_removes_only_expired(self, store: Store, now: datetime) -> None:
+        later = now + 2 * H
+        # Live everything.
+        store.put_client(ClientRecord(client_id="cli"))
+        store.create_session(make_session(now, sid="live", expires_at=later + H))
+        store.create_family(
+            make_family(now, "live-f", sid="live", expires_at=later + H),
+            make_token(now, "live-t", "live-f", expires_at=later + H),
+        )
+        store.create_code(make_code(now, "live-c", expires_at=later + S))
+        store.hit_counter("live-n", later, 60 * S)
+        store.deny_access_token("live-d", later + S)
+        store.put_upstream_tokens(make_upstream(now, "live-u", refresh_expires_at=later + S))
+        store.put_upstream_tokens(
+            make_upstream(now, "live-u2", expires_at=now, refresh_expires_at=None)
+        )  # refresh token of unknown lifetime: kept
+        store.add_key(make_key(now, "live-k", KeyState.CURRENT))
+        store.add_key(make_key(now, "live-r", KeyState.RETIRED, drop_after=later + S))
+        store.try_lease("live-l", "A", later, 30 * S)
+        # Expired.
+        store.create_session(make_session(now, sid="dead", expires_at=later))
+        store.create_family(  # under the dead session: goes with it
+            make_family(now, "dead-f1", sid="dead", expires_at=later + H),
+            make_token(now, "dead-t1", "dead-f1", expires_at=later + H),
+        )
+        store.create_family(
+            make_family(now, "dead-f2", sid="live", expires_at=later),
+            make_token(now, "dead-t2", "dead-f2", expires_at=later + H),
+        )
+        store.create_family(  # live family, expired idle token
+            make_family(now, "live-f3", sid="live", expires_at=later + H),
+            make_token(now, "dead-t3", "live-f3", expires_at=later),
+        )
+        store.create_code(make_code(now, "dead-c", expires_at=later))
+        store.hit_counter("dead-n", later - 60 * S, 60 * S)
+        store.deny_access_token("dead-d", later)
+        store.put_upstream_tokens(make_upstream(now, "dead-u", refresh_expires_at=later))
+        store.put_upstream_tokens(
+            make_upstream(
+                now, "dead-u2", refresh_token=None, refresh_expires_at=None, expires_at=later
+            )
+        )
+        store.add_key(make_key(now, "dead-k", KeyState.RETIRED, drop_after=later))
+        store.try_lease("dead-l", "A", later - 30 * S, 30 * S)
+
+        assert store.gc(later) == 13
+        assert store.gc(later) == 0
+        assert store.get_client("cli") is not None
+        assert store.get_session("live") is not None and store.get_session("dead") is None
+        assert store.get_family("live-f") is not None and store.get_family("live-f3") is not None
+        assert store.get_family("dead-f1") is None and store.get_family("dead-f2") is None
+        assert store.get_refresh_token("live-t") is not None
+        for jti in ("dead-t1", "dead-t2", "dead-t3"):
+            assert store.get_refresh_token(jti) is None
+        assert store.redeem_code("live-c", later)[1] is True
+        assert store.get_counter("live-n", later, 60 * S) == 1
+        assert store.hit_counter("dead-n", later, 60 * S) == 1
+        assert store.is_access_token_denied("live-d", later)
+        assert store.get_upstream_tokens("live-u") is not None
+        assert store.get_upstream_tokens("live-u2") is not None
+        assert store.get_upstream_tokens("dead-u") is None
+        assert store.get_upstream_tokens("dead-u2") is None
+        assert sorted(k.kid for k in store.list_keys()) == ["live-k", "live-r"]
+        assert store.try_lease("live-l", "B", later, 30 * S) is False
+        assert store.try_lease("dead-l", "B", later, 30 * S) is True
+
+    # --- datetimes ---------------------------------------------------------------------------
+    def test_datetimes_round_trip(self, store: Store) -> None:
+        odd = datetime(2031, 5, 6, 9, 8, 7, 654321, tzinfo=timezone(timedelta(hours=2)))
+        session = make_session(
+            odd, sid="tz", auth_time=odd, expires_at=odd + H, last_checked_at=odd
+        )
+        store.create_session(session)
+        stored = store.get_session("tz")
+        assert stored is not None
+        assert stored.auth_time == ms(odd) == datetime(2031, 5, 6, 7, 8, 7, 654000, tzinfo=UTC)
+        assert stored.auth_time.tzinfo is UTC and stored.auth_time.utcoffset() == timedelta(0)
+        assert stored.expires_at == ms(odd + H)
+        pre_epoch = datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+        store.create_session(
+            make_session(pre_epoch, sid="old", expires_at=datetime(2099, 1, 1, tzinfo=UTC))
+        )
+        old = store.get_session("old")
+        assert old is not None and old.auth_time == pre_epoch
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda s, naive: s.create_session(make_session(naive, sid="naive")),
+            lambda s, naive: s.mark_session_checked("x", naive),
+            lambda s, naive: s.hit_counter("x", naive, S),
+            lambda s, naive: s.is_access_token_denied("x", naive),
+            lambda s, naive: s.rotate_refresh_token("x", make_token(naive, "y"), naive, S),
+            lambda s, naive: s.redeem_code("x", naive),
+            lambda s, naive: s.gc(naive),
+        ],
+    )
+    def test_naive_datetimes_rejected(
+        self, store: Store, call: Callable[[Store, datetime], Any]
+    ) -> None:
+        with pytest.raises(ValueError, match="naive"):
+            call(store, datetime(2030, 1, 1))
+        assert store.get_session("naive") is None
