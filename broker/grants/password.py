@@ -17,6 +17,7 @@ from authlib.oauth2.rfc6749 import (
 )
 
 from broker.errors import TemporarilyUnavailableError
+from broker.events import audit
 from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, resolve_scope, run_async
 from broker.upstream import (
     InactiveUser,
@@ -52,15 +53,20 @@ MESSAGES = {
 def upstream_login(grant: Any, username: str, password: str) -> LoginResult:
     """Shared by the password grant and the login page: map upstream errors to OAuth."""
     broker = grant.server.broker
+    request = grant.request
+    who = {"client_id": getattr(request.client, "client_id", None), "ip": request.client_ip}
     try:
         result: LoginResult = run_async(broker.upstream.login, username, password)
     except UpstreamUnavailable:
+        audit("login", outcome="unavailable", login=username, **who)
         raise TemporarilyUnavailableError(
             "ShotGrid is not reachable right now; nothing was changed. Try again shortly.",
             retry_after=5,
         ) from None
     except (InvalidCredentials, InactiveUser, TwoFactorRequired, SsoRequired) as exc:
+        audit("login", outcome="failure", login=username, reason=type(exc).__name__, **who)
         raise InvalidGrantError(MESSAGES[type(exc)]) from None
+    audit("login", user_id=result.identity.user_id, login=result.identity.login, **who)
     return result
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidGrantError, grants
 
 from broker.errors import TemporarilyUnavailableError
+from broker.events import audit
 from broker.grants import TOKEN_HEADERS
 from broker.store import (
     FamilyRecord,
@@ -104,9 +105,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             timedelta(seconds=broker.settings.refresh_reuse_grace),
         )
         if result.status is RotationStatus.REUSED:
-            log.warning(
-                "refresh token reuse detected; family revoked",
-                extra={"family_id": credential.family.family_id, "client_id": client.client_id},
+            audit(
+                "refresh_reuse_detected",
+                outcome="revoked",
+                family_id=credential.family.family_id,
+                client_id=client.client_id,
+                user_id=credential.session.user_id,
+                ip=self.request.client_ip,
             )
             raise InvalidGrantError(
                 "This refresh token was already used; for safety the sign-in is revoked. "
@@ -115,6 +120,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         if result.status is RotationStatus.INVALID or result.successor is None:
             raise InvalidGrantError("This refresh token is expired or revoked; sign in again.")
         self.request.extra["rotation"] = result
+        audit(
+            "refresh",
+            outcome=result.status.value,
+            family_id=credential.family.family_id,
+            client_id=client.client_id,
+            user_id=credential.session.user_id,
+            ip=self.request.client_ip,
+        )
 
     def _recheck_upstream(self, session: SessionRecord) -> None:
         broker = self.server.broker
@@ -140,6 +153,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
                     "ShotGrid administrator.",
                 )
             broker.store.revoke_session(session.sid, now, reason)
+            audit("session_revoked", outcome=reason, sid=session.sid, user_id=session.user_id)
             raise InvalidGrantError(message) from None
         except UpstreamUnavailable:
             overdue = now - session.last_checked_at - interval

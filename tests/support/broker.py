@@ -17,7 +17,7 @@ from broker.app import create_app
 from broker.demo import DEMO_SCRIPT, demo_clients
 from broker.settings import Settings, load_settings
 from broker.upstream.emulator import ShotGridEmulator
-from tests.support.emulator import MovableClock
+from tests.support.clock import MovableClock
 from tests.support.servers import ServerThread, free_port
 
 
@@ -39,8 +39,9 @@ class RunningBroker:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10)
 
-    def password_grant(self, http: httpx.Client, username: str = "alice",
-                       password: str | None = None, **extra: str) -> httpx.Response:
+    def password_grant(
+        self, http: httpx.Client, username: str = "alice", password: str | None = None, **extra: str
+    ) -> httpx.Response:
         data = {
             "grant_type": "password",
             "client_id": "dna-cli",
@@ -50,10 +51,15 @@ class RunningBroker:
         }
         return http.post("/token", data=data)
 
-    def refresh(self, http: httpx.Client, token: str, client_id: str = "dna-cli",
-                **extra: str) -> httpx.Response:
-        data = {"grant_type": "refresh_token", "client_id": client_id, "refresh_token": token,
-                **extra}
+    def refresh(
+        self, http: httpx.Client, token: str, client_id: str = "dna-cli", **extra: str
+    ) -> httpx.Response:
+        data = {
+            "grant_type": "refresh_token",
+            "client_id": client_id,
+            "refresh_token": token,
+            **extra,
+        }
         return http.post("/token", data=data)
 
 
@@ -77,16 +83,16 @@ def run_broker(settings: Settings, clock: MovableClock, port: int) -> Iterator[R
     app = create_app(settings, clock=clock, seed_clients=demo_clients(), housekeeping=False)
     server = ServerThread(app, port=port).start()
     try:
-        yield RunningBroker(url=f"http://127.0.0.1:{port}", settings=settings, server=server,
-                            app=app)
+        yield RunningBroker(
+            url=f"http://127.0.0.1:{port}", settings=settings, server=server, app=app
+        )
     finally:
         server.stop()
 
 
 @contextlib.contextmanager
 def broker_with_emulator(
-    tmp_path: Path, clock: MovableClock, emulator: ShotGridEmulator | None = None,
-    **overrides: Any
+    tmp_path: Path, clock: MovableClock, emulator: ShotGridEmulator | None = None, **overrides: Any
 ) -> Iterator[tuple[RunningBroker, ShotGridEmulator, ServerThread]]:
     emu = emulator or ShotGridEmulator.default(clock=clock)
     site = ServerThread(emu.app).start()
