@@ -180,6 +180,7 @@ class Broker:
         audience: str | None = None,
         act: dict[str, Any] | None = None,
         not_after: datetime | None = None,
+        family_id: str | None = None,
     ) -> IssuedAccessToken:
         now = self.now()
         expires = now + timedelta(seconds=self.settings.access_token_ttl)
@@ -195,6 +196,7 @@ class Broker:
             expires_at=expires,
             session=session,
             act=act,
+            family_id=family_id,
         )
         token = self.keys.sign(claims, claims_mod.ACCESS_TOKEN_TYP)
         return IssuedAccessToken(token, claims, max(0, int((expires - now).total_seconds())))
@@ -242,7 +244,13 @@ class Broker:
     ) -> dict[str, Any]:
         """RFC 6749 §5.1 body: access token, refresh token if any, ID token for `openid`."""
         audience = family.audience if family else None
-        at = self.access_token(session, client_id, scope, audience=audience)
+        at = self.access_token(
+            session,
+            client_id,
+            scope,
+            audience=audience,
+            family_id=family.family_id if family else None,
+        )
         body: dict[str, Any] = {
             "access_token": at.token,
             "token_type": "Bearer",

@@ -34,9 +34,12 @@ def access_token_claims(
     expires_at: datetime,
     session: SessionRecord | None,
     act: dict[str, Any] | None = None,
+    family_id: str | None = None,
 ) -> dict[str, Any]:
     """RFC 9068 §2.2 claims; `session` None means a client acting for itself
-    (client_credentials): `sub` is then the client id and there are no ShotGrid claims."""
+    (client_credentials): `sub` is then the client id and there are no ShotGrid claims.
+    `fam` names the refresh family the token came from, so revoking that family makes
+    the token inactive at introspection and userinfo (offline validators ignore it)."""
     claims: dict[str, Any] = {
         "iss": issuer,
         "aud": audience,
@@ -60,6 +63,8 @@ def access_token_claims(
         )
     if act is not None:
         claims["act"] = act
+    if family_id is not None:
+        claims["fam"] = family_id
     return claims
 
 

@@ -1,0 +1,61 @@
+"""Validating the broker's own access tokens *with* the store: the check behind
+introspection (RFC 7662), `/userinfo` and token exchange subjects (RFC 8693).
+
+Offline validators only check signature and claims; here a token is also inactive once
+its jti is denylisted (RFC 7009 revocation), its session ended (logout, upstream
+deactivation) or its refresh family was revoked (reuse, revocation, logout).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from broker.store import ms
+from broker.tokens.claims import ACCESS_TOKEN_TYP, epoch
+
+if TYPE_CHECKING:
+    from broker.core import Broker
+
+LEEWAY = 30
+"""Seconds of clock skew tolerated on `iat` (tokens from a peer replica)."""
+
+
+class InactiveToken(Exception):
+    """Why a token is not active. The reason is for logs; clients only see inactive."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def validate_access_token(broker: Broker, token: str) -> dict[str, Any]:
+    """Claims of an active access token, else InactiveToken. Synchronous (store reads):
+    call it from the threadpool."""
+    try:
+        claims = broker.keys.verify(token, use="sig", typ=ACCESS_TOKEN_TYP)
+    except ValueError as exc:
+        raise InactiveToken(f"signature: {exc}") from None
+    now = epoch(ms(broker.clock()))
+    if claims.get("iss") != broker.issuer:
+        raise InactiveToken("wrong issuer")
+    exp, iat, jti = claims.get("exp"), claims.get("iat"), claims.get("jti")
+    if not isinstance(exp, int) or isinstance(exp, bool) or exp <= now:
+        raise InactiveToken("expired")
+    if not isinstance(iat, int) or iat > now + LEEWAY:
+        raise InactiveToken("issued in the future")
+    if not isinstance(jti, str) or not jti:
+        raise InactiveToken("no jti")
+    store = broker.store
+    if store.is_access_token_denied(jti, broker.now()):
+        raise InactiveToken("revoked")
+    sid = claims.get("sid")
+    if sid is not None:
+        session = store.get_session(str(sid))
+        if session is None or session.revoked or session.expires_at <= broker.now():
+            raise InactiveToken("session ended")
+    fam = claims.get("fam")
+    if fam is not None:
+        family = store.get_family(str(fam))
+        if family is None or family.revoked:
+            raise InactiveToken("family revoked")
+    return claims
