@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from broker.core import Broker, system_clock
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
+from broker.http.ops import ops_routes
 from broker.http.routes import routes
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
@@ -105,7 +106,7 @@ def create_app(
             if own_store:
                 the_store.close()
 
-    return Starlette(routes=list(routes), lifespan=lifespan)
+    return Starlette(routes=[*routes, *ops_routes], lifespan=lifespan)
 
 
 def app_from_environment() -> Starlette:
