@@ -13,12 +13,15 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 
 from broker.core import Broker, system_clock
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
+from broker.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from broker.http.ops import ops_routes
 from broker.http.routes import routes
+from broker.logs import configure_logging, register_secret
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
 from broker.store import ClientRecord, Store, StoreError, open_store
@@ -74,6 +77,8 @@ def create_app(
 ) -> Starlette:
     if settings.allow_insecure_issuer:
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
+    for secret in (settings.secret_key, *settings.old_secret_keys, settings.shotgrid_script_key):
+        register_secret(secret.get_secret_value() if secret else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -106,7 +111,11 @@ def create_app(
             if own_store:
                 the_store.close()
 
-    return Starlette(routes=[*routes, *ops_routes], lifespan=lifespan)
+    middleware = [
+        Middleware(RequestContextMiddleware),
+        Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),
+    ]
+    return Starlette(routes=[*routes, *ops_routes], middleware=middleware, lifespan=lifespan)
 
 
 def app_from_environment() -> Starlette:
@@ -115,4 +124,5 @@ def app_from_environment() -> Starlette:
     from broker.settings import load_settings
 
     settings = load_settings(os.environ.get("TOKEN_BROKER_CONFIG") or None)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from broker.core import Broker
 
 CONFIG_ENV = "TOKEN_BROKER_CONFIG"
+HEADER_LIMIT_BYTES = 16 * 1024
+"""Largest request head (request line plus headers) uvicorn's h11 parser buffers."""
+GRACEFUL_SHUTDOWN_SECONDS = 30
+"""How long `serve` waits for in-flight requests after SIGTERM before closing them."""
 
 
 class CommandError(Exception):
@@ -63,6 +67,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise CommandError("--workers must be at least 1")
     if args.config:
         os.environ[CONFIG_ENV] = str(args.config)
+    from broker.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "broker.app:app_from_environment",
         factory=True,
@@ -71,6 +78,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         proxy_headers=True,
         log_level=settings.log_level,
+        # Logging is ours (JSON lines with request ids); the middleware logs each request.
+        log_config=None,
+        access_log=False,
+        # h11 always (not httptools when installed), so the header bound below holds.
+        http="h11",
+        # Header size bound: h11 refuses a request head larger than this (431).
+        h11_max_incomplete_event_size=HEADER_LIMIT_BYTES,
+        # Graceful shutdown: on SIGTERM stop accepting, let in-flight requests finish.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0
 

@@ -99,6 +99,9 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
     directory = Path(data_dir)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings = load_settings(**demo_overrides(host, port, shotgrid_port, directory))
+    from broker.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     emulator = ShotGridEmulator.default()
     app = create_app(settings, seed_clients=demo_clients())
 

@@ -1,16 +1,34 @@
 """Audit events, fed from one place: every security-relevant action calls `audit(...)`.
 
 Fields are identifiers only (client id, user id, IP, family/session ids): never a
-password, token, secret or key. The logging backend renders them (JSON lines in
-production); metrics hang off the same calls.
+password, token, secret or key. Each call becomes one log line (`"audit": true`, with the
+request id of the current request) through `broker.logs`, whose redaction is a second
+guard behind FORBIDDEN_FIELDS, and feeds the Prometheus counters in `broker.metrics`.
+
+Event names in use (other modules add theirs by calling `audit`; `broker.metrics` maps the
+ones it counts):
+
+| event | emitted by | outcome values |
+| --- | --- | --- |
+| `login` | password grant, login page | success, failure, unavailable, throttled |
+| `refresh` | refresh grant | rotated, grace |
+| `refresh_reuse_detected` | refresh grant | revoked |
+| `session_revoked` | upstream re-check, logout | the reason |
+| `family_revoked` | revocation, logout | the reason |
+| `token_revoked` | RFC 7009 revocation | success |
+| `token_exchanged` | RFC 8693 token exchange | success, failure |
+| `token_issued` | every grant that issues an access token | the grant type |
+| `key_rotated`, `key_retired` | `KeyManager.rotate` / `retire` | success, not_found |
+| `store_error` | a request failing on the store | unavailable |
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-_log = logging.getLogger("broker.audit")
+from broker.logs import get_logger
+
+_log = get_logger("broker.audit")
 
 #: Field names that must never be logged, whatever a caller passes.
 FORBIDDEN_FIELDS = frozenset(
@@ -25,6 +43,8 @@ FORBIDDEN_FIELDS = frozenset(
         "key",
         "token",
         "subject_token",
+        "actor_token",
+        "code_verifier",
         "assertion",
     }
 )
@@ -33,4 +53,7 @@ FORBIDDEN_FIELDS = frozenset(
 def audit(event: str, *, outcome: str = "success", **fields: Any) -> None:
     """Record one audit event, e.g. `audit("login", outcome="failure", client_id=...)`."""
     clean = {k: v for k, v in fields.items() if k not in FORBIDDEN_FIELDS and v is not None}
-    _log.info(event, extra={"audit": {"event": event, "outcome": outcome, **clean}})
+    _log.info(event, audit=True, outcome=outcome, **clean)
+    from broker import metrics
+
+    metrics.observe_event(event, outcome, clean)

@@ -23,3 +23,13 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def observe_event(event: str, outcome: str, fields: dict[str, object]) -> None:
+    """Counters fed from `events.audit` (filled in by the metrics step)."""
+
+
+def observe_request(
+    endpoint: str, method: str, status: int, seconds: float, notes: dict[str, str]
+) -> None:
+    """Request counters and latency (filled in by the metrics step)."""

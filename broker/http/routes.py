@@ -14,6 +14,7 @@ from starlette.routing import Route
 from broker.core import Broker
 from broker.endpoints.discovery import metadata
 from broker.errors import error_body
+from broker.http.middleware import note, note_oauth_result
 from broker.http.oauth import BodyTooLarge, oauth_request, render
 from broker.server import BrokerAuthorizationServer
 from broker.store import StoreUnavailable
@@ -53,8 +54,11 @@ async def token(request: Request) -> Response:
     except BodyTooLarge:
         return too_large()
     except OAuth2Error as err:
+        note_oauth_result(err.status_code, {"error": err.error})
         return oauth_error(err)
+    note(grant_type=oreq.form.get("grant_type") or "")
     result = await run_in_threadpool(_server(request).create_token_response, oreq)
+    note_oauth_result(result[0], result[1])
     return render(result)
 
 

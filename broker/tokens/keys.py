@@ -28,6 +28,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
+from broker.events import audit
 from broker.store import KeyRecord, KeyState, Store, ms
 from broker.tokens.crypto import Sealer
 
@@ -247,6 +248,13 @@ class KeyManager:
                 if current is not None:
                     self._store.set_drop_after(current.kid, now + self._retire_after)
                 self.reload()
+                audit(
+                    "key_rotated",
+                    alg=alg,
+                    kid=nxt.kid,
+                    previous_kid=expected,
+                    next_kid=new_next.kid,
+                )
                 return nxt.kid, new_next.kid
         raise KeyError_("key rotation kept racing with another process; try again")
 
@@ -254,6 +262,7 @@ class KeyManager:
         now = ms(self._clock())
         ok = self._store.retire_key(kid, now, now + self._retire_after)
         self.reload()
+        audit("key_retired", outcome="success" if ok else "not_found", kid=kid)
         return ok
 
     def rotate_if_due(self) -> bool:

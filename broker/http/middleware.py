@@ -1,0 +1,233 @@
+"""Pure ASGI middleware that wraps every route: request id and access log, request metrics,
+and the global request body bound.
+
+Pure ASGI (not Starlette's BaseHTTPMiddleware) so streaming is untouched and the context
+variables bound here (the request id) reach the handler, the threadpool it calls into,
+and every log line of the request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from contextvars import ContextVar
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.logs import get_logger
+
+REQUEST_ID_HEADER = "x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+_log = get_logger("broker.http.access")
+
+_request_notes: ContextVar[dict[str, str] | None] = ContextVar("broker_request_notes", default=None)
+
+
+def note(**labels: str) -> None:
+    """Attach labels to the current request's access log line and metrics (e.g. the grant
+    type and the OAuth error of a /token request). A no-op outside a request."""
+    notes = _request_notes.get()
+    if notes is None:
+        return
+    for key, value in labels.items():
+        if key == "grant_type" and value not in GRANT_TYPES:
+            value = "other" if value else "none"
+        notes[key] = value
+
+
+#: Label values the request metrics accept; anything else is counted as `other`, so an
+#: attacker's garbage cannot grow the number of time series.
+GRANT_TYPES = frozenset(
+    {
+        "password",
+        "refresh_token",
+        "authorization_code",
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+    }
+)
+OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "invalid_target",
+        "unsupported_token_type",
+        "unsupported_response_type",
+        "access_denied",
+        "temporarily_unavailable",
+        "invalid_token",
+        "insufficient_scope",
+        "login_required",
+        "interaction_required",
+    }
+)
+
+
+def note_oauth_result(status: int, body: object) -> None:
+    """The outcome label of an OAuth response: `success`, or its RFC error code."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if status < 400:
+        note(outcome="success")
+    elif isinstance(error, str) and error in OAUTH_ERRORS:
+        note(outcome=error)
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's X-Request-ID when it is short and made of safe characters (it goes into
+    logs and a response header), else a fresh one."""
+    for name, value in headers:
+        if name.lower() == REQUEST_ID_HEADER.encode():
+            try:
+                candidate = value.decode("ascii")
+            except UnicodeDecodeError:
+                break
+            if _SAFE_REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+def _endpoint_label(scope: Scope) -> str:
+    """The route's path template (bounded cardinality), `other` for unmatched paths."""
+    endpoint = scope.get("endpoint")
+    app = scope.get("app")
+    if endpoint is None or app is None:
+        return "other"
+    cache: dict[int, str] = app.__dict__.setdefault("_broker_endpoint_labels", {})
+    label = cache.get(id(endpoint))
+    if label is None:
+        label = next(
+            (r.path for r in app.routes if getattr(r, "endpoint", None) is endpoint), "other"
+        )
+        cache[id(endpoint)] = label
+    return label
+
+
+class RequestContextMiddleware:
+    """Request id (echoed as `X-Request-ID`, bound to every log line), one access log line
+    per request, and the request metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(scope.get("headers", []))
+        notes: dict[str, str] = {}
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        notes_token = _request_notes.set(notes)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() != REQUEST_ID_HEADER.encode()
+                ]
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            endpoint = _endpoint_label(scope)
+            from broker import metrics
+
+            metrics.observe_request(endpoint, scope.get("method", ""), status, elapsed, notes)
+            _log.info(
+                "http_request",
+                method=scope.get("method"),
+                endpoint=endpoint,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                client_ip=(scope.get("client") or (None,))[0],
+                **notes,
+            )
+            _request_notes.reset(notes_token)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+
+class BodyTooLargeError(Exception):
+    """Raised from `receive` when a body passes the bound; turned into 413 below."""
+
+
+def too_large_response_parts() -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    body = json.dumps(
+        {"error": "invalid_request", "error_description": "The request body is too large."}
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"pragma", b"no-cache"),
+    ]
+    return body, headers
+
+
+class BodyLimitMiddleware:
+    """Every route's request body is bounded: a declared Content-Length above `limit` is
+    refused before the app runs, and a streamed body is cut off when it passes `limit`.
+    Both get 413 with an RFC 6749 §5.2 JSON body."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0  # the route's own parsing refuses it as invalid_request
+                if declared > self.limit:
+                    await self._refuse(send)
+                    return
+        received = 0
+        started = False
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, tracking_send)
+        except BodyTooLargeError:
+            if started:
+                raise
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body, headers = too_large_response_parts()
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,146 @@
+"""The logs of a full run hold the audit trail and not one secret.
+
+A real broker (custody strategy, so ShotGrid tokens flow through it) and the emulator run a
+password grant, refreshes within and past the reuse grace, a wrong password, a confidential
+client authenticating with its secret, and a key rotation, with logging at debug level in
+JSON. Every secret the run used is then searched for in the captured text.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.logs import configure_logging, unconfigure_logging
+from tests.support.broker import broker_with_emulator, new_kek
+from tests.support.clock import MovableClock
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def log_buffer() -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    configure_logging("debug", "json", stream=buffer)
+    try:
+        yield buffer
+    finally:
+        unconfigure_logging()
+
+
+def parse_lines(text: str) -> list[dict[str, Any]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]  # every line is one JSON object
+
+
+def test_full_run_logs_audit_trail_and_no_secret(tmp_path: Path, log_buffer: io.StringIO) -> None:
+    clock = MovableClock()
+    kek = new_kek()
+    secrets: dict[str, str] = {
+        "alice password": "alice-pw",
+        "wrong password": "not-alices-password-123",
+        "client secret": "dna-backend-secret",
+        "key-encryption key": kek,
+        "script key": "token-broker-key",
+    }
+    with broker_with_emulator(
+        tmp_path,
+        clock,
+        secret_key=kek,
+        upstream_strategy="custody",
+        log_format="json",
+        log_level="debug",
+    ) as (running, emu, _site):
+        issued: list[dict[str, Any]] = []
+        original_issue = emu.site.issue
+
+        def recording_issue(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            body: dict[str, Any] = original_issue(*args, **kwargs)
+            issued.append(body)
+            return body
+
+        emu.site.issue = recording_issue  # type: ignore[method-assign]
+        with running.client() as http:
+            ok = running.password_grant(http, headers={})  # type: ignore[arg-type]
+            assert ok.status_code == 200, ok.text
+            first = ok.json()
+            secrets["access token"] = first["access_token"]
+            secrets["refresh token"] = first["refresh_token"]
+
+            rotated = running.refresh(http, first["refresh_token"])
+            assert rotated.status_code == 200
+            second = rotated.json()
+            secrets["access token 2"] = second["access_token"]
+            secrets["refresh token 2"] = second["refresh_token"]
+
+            clock.advance(running.settings.refresh_reuse_grace + 1)
+            reuse = running.refresh(http, first["refresh_token"])
+            assert reuse.json()["error"] == "invalid_grant"
+
+            wrong = http.post(
+                "/token",
+                data={
+                    "grant_type": "password",
+                    "client_id": "dna-cli",
+                    "username": "alice",
+                    "password": secrets["wrong password"],
+                },
+                headers={"X-Request-ID": "scan-wrong-password"},
+            )
+            assert wrong.json()["error"] == "invalid_grant"
+            assert wrong.headers["x-request-id"] == "scan-wrong-password"
+
+            basic = base64.b64encode(b"dna-backend:dna-backend-secret").decode()
+            backend = http.post(
+                "/token",
+                data={"grant_type": "client_credentials"},
+                headers={"Authorization": f"Basic {basic}"},
+            )
+            assert backend.status_code < 500
+            secrets["basic credentials"] = basic
+
+            running.broker.keys.rotate()
+        for n, body in enumerate(issued):
+            secrets[f"upstream access token {n}"] = body["access_token"]
+            secrets[f"upstream refresh token {n}"] = body["refresh_token"]
+        assert issued, "the run must have fetched ShotGrid tokens"
+
+    text = log_buffer.getvalue()
+    leaked = [name for name, value in secrets.items() if value in text]
+    assert not leaked, f"secrets found in the logs: {leaked}"
+
+    lines = parse_lines(text)
+    audits = [line for line in lines if line.get("audit")]
+    events = {(a["event"], a["outcome"]) for a in audits}
+    assert ("login", "success") in events
+    assert ("login", "failure") in events
+    assert ("refresh", "rotated") in events
+    assert ("refresh_reuse_detected", "revoked") in events
+    assert ("key_rotated", "success") in events
+    for audit in audits:
+        if audit["event"] in ("login", "refresh", "refresh_reuse_detected"):
+            assert audit["client_id"] == "dna-cli"
+            assert audit["ip"] == "127.0.0.1"
+            assert audit["request_id"]
+        if audit["event"] in ("refresh", "refresh_reuse_detected") or (
+            audit["event"] == "login" and audit["outcome"] == "success"
+        ):
+            assert audit["user_id"] == 101
+    failure = next(a for a in audits if a["event"] == "login" and a["outcome"] == "failure")
+    assert failure["request_id"] == "scan-wrong-password"
+    # Every line of that request, the access line included, carries its id.
+    access = [
+        line
+        for line in lines
+        if line.get("event") == "http_request" and line.get("request_id") == "scan-wrong-password"
+    ]
+    assert len(access) == 1
+    assert access[0]["status"] == 400
+    assert access[0]["grant_type"] == "password"
+    assert access[0]["outcome"] == "invalid_grant"
