@@ -25,6 +25,8 @@ from broker.logs import configure_logging, register_secret
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
 from broker.store import ClientRecord, Store, StoreError, open_store
+from broker.upstream.probe import UpstreamProbe
+from broker.upstream.resilience import CircuitBreaker, ResilientTransport
 
 log = logging.getLogger("broker.app")
 
@@ -38,10 +40,32 @@ def build_server(broker: Broker) -> BrokerAuthorizationServer:
     return server
 
 
-def make_upstream(settings: Settings, clock: Callable[[], datetime] = system_clock) -> Any:
+def make_breaker(settings: Settings, clock: Callable[[], datetime]) -> CircuitBreaker:
+    return CircuitBreaker(
+        settings.upstream_circuit_failures, settings.upstream_circuit_cooldown, clock
+    )
+
+
+def make_upstream(
+    settings: Settings,
+    clock: Callable[[], datetime] = system_clock,
+    breaker: CircuitBreaker | None = None,
+) -> Any:
+    """The ShotGrid client over the resilient, instrumented transport (breaker, retries of
+    idempotent reads, metrics): see broker/upstream/resilience.py."""
+    import httpx
+
     from broker.upstream.shotgrid import ShotGridClient
 
     assert settings.shotgrid_url is not None
+    transport = ResilientTransport(
+        httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)
+        ),
+        breaker=breaker or make_breaker(settings, clock),
+        retries=settings.upstream_retries,
+        backoff=settings.upstream_retry_backoff,
+    )
     return ShotGridClient(
         settings.shotgrid_url,
         script_name=settings.shotgrid_script_name,
@@ -53,6 +77,7 @@ def make_upstream(settings: Settings, clock: Callable[[], datetime] = system_clo
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
         clock=clock,
+        transport=transport,
     )
 
 
@@ -84,7 +109,19 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_store = store is None
         the_store = store if store is not None else open_store(settings.store_url or "")
-        the_upstream = upstream if upstream is not None else make_upstream(settings, clock)
+        breaker = make_breaker(settings, clock)
+        the_upstream = upstream if upstream is not None else make_upstream(settings, clock, breaker)
+        app.state.upstream_probe = (
+            UpstreamProbe(
+                settings.shotgrid_url,
+                timeout=settings.readyz_upstream_timeout,
+                cache_seconds=settings.readyz_upstream_cache,
+                clock=clock,
+                breaker=breaker if upstream is None else None,
+            )
+            if settings.shotgrid_url
+            else None
+        )
         broker = Broker(settings, the_store, the_upstream, clock=clock)
         await run_in_threadpool(broker.start)
         for client in seed_clients:
@@ -106,6 +143,10 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # uvicorn runs this after in-flight requests finished (or its graceful
+            # shutdown timeout passed), so no request loses its store or upstream midway.
+            if app.state.upstream_probe is not None:
+                await app.state.upstream_probe.aclose()
             if upstream is None and hasattr(the_upstream, "aclose"):
                 await the_upstream.aclose()
             if own_store:

@@ -1,18 +1,91 @@
-"""Prometheus metrics of the broker (filled in by the observability step)."""
+"""Prometheus metrics of the broker, exposed at `/metrics`.
+
+Fed from three places: the request middleware (`observe_request`: requests by endpoint,
+grant type and outcome, latency, tokens issued, throttled logins), the upstream transport
+(`upstream_call`, `circuit_state`) and the audit events (`observe_event`: logins, refresh
+reuse, revoked families, key rotations). Label values are bounded (route templates, known
+grant types and error codes), so garbage requests cannot grow the number of series.
+
+Several workers (`serve --workers N`): set `PROMETHEUS_MULTIPROC_DIR` to an empty directory,
+writable by the broker and wiped at each start, before the workers start; each worker then
+writes its samples there (prometheus-client's multiprocess mode) and `/metrics` of any
+worker reports the sum over all of them. Without it each worker reports only itself.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
     generate_latest,
     multiprocess,
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+REQUESTS = Counter(
+    "broker_requests",
+    "HTTP requests by endpoint, method, grant type and outcome.",
+    ["endpoint", "method", "grant_type", "outcome", "status"],
+)
+REQUEST_LATENCY = Histogram(
+    "broker_request_duration_seconds",
+    "Time to answer an HTTP request, by endpoint and grant type.",
+    ["endpoint", "grant_type"],
+    buckets=LATENCY_BUCKETS,
+)
+UPSTREAM_CALLS = Counter(
+    "broker_upstream_requests",
+    "Calls to ShotGrid by operation and outcome (success, client_error, server_error, "
+    "timeout, transport_error, circuit_open).",
+    ["operation", "outcome"],
+)
+UPSTREAM_LATENCY = Histogram(
+    "broker_upstream_duration_seconds",
+    "Time ShotGrid took to answer, by operation.",
+    ["operation"],
+    buckets=LATENCY_BUCKETS,
+)
+CIRCUIT_OPEN = Gauge(
+    "broker_upstream_circuit_open",
+    "1 while the ShotGrid circuit breaker is open (fails fast), else 0.",
+    multiprocess_mode="max",
+)
+TOKENS_ISSUED = Counter(
+    "broker_tokens_issued", "Successful token responses by grant type.", ["grant_type"]
+)
+LOGINS = Counter("broker_logins", "Password logins checked against ShotGrid.", ["outcome"])
+THROTTLED = Counter(
+    "broker_logins_throttled", "Requests refused with 429 by login throttling.", ["endpoint"]
+)
+REFRESH_REUSE = Counter(
+    "broker_refresh_reuse_detected", "Refresh tokens presented again after the grace period."
+)
+FAMILIES_REVOKED = Counter(
+    "broker_families_revoked", "Refresh families (or whole sessions) revoked.", ["reason"]
+)
+KEY_EVENTS = Counter("broker_key_events", "Signing key rotations and retirements.", ["event"])
+STORE_ERRORS = Counter(
+    "broker_store_errors", "Requests that failed because the store was unavailable.", ["where"]
+)
+AUDIT_EVENTS = Counter(
+    "broker_audit_events", "Audit events by name and outcome.", ["event", "outcome"]
+)
+
+_LABEL = re.compile(r"[a-z0-9_:.-]{1,48}")
+
+
+def _bounded(value: str) -> str:
+    return value if _LABEL.fullmatch(value) else "other"
 
 
 def exposition() -> tuple[bytes, str]:
@@ -25,11 +98,48 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def observe_event(event: str, outcome: str, fields: dict[str, object]) -> None:
-    """Counters fed from `events.audit` (filled in by the metrics step)."""
-
-
 def observe_request(
     endpoint: str, method: str, status: int, seconds: float, notes: dict[str, str]
 ) -> None:
-    """Request counters and latency (filled in by the metrics step)."""
+    grant = notes.get("grant_type", "none")
+    if "outcome" in notes:
+        outcome = notes["outcome"]
+    elif status < 400:
+        outcome = "success"
+    else:
+        outcome = "client_error" if status < 500 else "server_error"
+    REQUESTS.labels(endpoint, method, grant, _bounded(outcome), str(status)).inc()
+    REQUEST_LATENCY.labels(endpoint, grant).observe(seconds)
+    if endpoint == "/token" and status == 200:
+        TOKENS_ISSUED.labels(grant).inc()
+    if status == 429:
+        THROTTLED.labels(endpoint).inc()
+
+
+def upstream_call(operation: str, outcome: str, seconds: float) -> None:
+    UPSTREAM_CALLS.labels(operation, outcome).inc()
+    if outcome != "circuit_open":
+        UPSTREAM_LATENCY.labels(operation).observe(seconds)
+
+
+def circuit_state(is_open: bool) -> None:
+    CIRCUIT_OPEN.set(1 if is_open else 0)
+
+
+def store_error(where: str) -> None:
+    STORE_ERRORS.labels(_bounded(where)).inc()
+
+
+def observe_event(event: str, outcome: str, fields: dict[str, object]) -> None:
+    """Counters fed from `events.audit`."""
+    event, outcome = _bounded(event), _bounded(outcome)
+    AUDIT_EVENTS.labels(event, outcome).inc()
+    if event == "login":
+        LOGINS.labels(outcome).inc()
+    elif event == "refresh_reuse_detected":
+        REFRESH_REUSE.inc()
+        FAMILIES_REVOKED.labels("reuse").inc()
+    elif event in ("session_revoked", "family_revoked"):
+        FAMILIES_REVOKED.labels(outcome).inc()
+    elif event in ("key_rotated", "key_retired"):
+        KEY_EVENTS.labels(event).inc()

@@ -160,6 +160,10 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return result
         except (StoreUnavailable, UpstreamUnavailable) as exc:
             log.warning("dependency unavailable: %s", exc.__class__.__name__)
+            if isinstance(exc, StoreUnavailable):
+                from broker import metrics
+
+                metrics.store_error("oauth")
             what = "ShotGrid" if isinstance(exc, UpstreamUnavailable) else "the token store"
             err = TemporarilyUnavailableError(
                 f"{what} is not reachable right now; nothing was changed. Try again shortly.",

@@ -75,6 +75,24 @@ class Settings(BaseSettings):
     upstream_read_timeout: float = Field(10.0, gt=0)
     """Seconds to wait for ShotGrid to answer a request."""
 
+    upstream_circuit_failures: int = Field(5, ge=0)
+    """Consecutive failed ShotGrid calls (timeouts, connection errors, 5xx) after which the circuit breaker opens and upstream calls fail fast with 503 (0 turns the breaker off)."""
+
+    upstream_circuit_cooldown: float = Field(30.0, gt=0)
+    """Seconds the open circuit fails fast before one trial call is let through to ShotGrid."""
+
+    upstream_retries: int = Field(2, ge=0)
+    """Extra attempts, with jittered backoff, for idempotent ShotGrid reads (HumanUser lookups) after a connection error or 502/503/504; logins and token calls are never retried."""
+
+    upstream_retry_backoff: float = Field(0.1, ge=0)
+    """Base of the exponential backoff between those retries, in seconds (full jitter: a random wait up to base x 2^attempt)."""
+
+    readyz_upstream_timeout: float = Field(2.0, gt=0)
+    """Timeout of the ShotGrid reachability probe reported by `/readyz`."""
+
+    readyz_upstream_cache: float = Field(5.0, ge=0)
+    """Seconds a `/readyz` ShotGrid probe result is reused, so frequent probes do not hammer ShotGrid."""
+
     upstream_recheck: int = Field(900, ge=0)
     """Seconds between re-checks, at refresh time, that the user is still active in ShotGrid."""
 

@@ -17,7 +17,7 @@ from broker.errors import error_body
 from broker.http.middleware import note, note_oauth_result
 from broker.http.oauth import BodyTooLarge, oauth_request, render
 from broker.server import BrokerAuthorizationServer
-from broker.store import StoreUnavailable
+from broker.store import StoreError, StoreUnavailable
 
 log = logging.getLogger("broker.http")
 
@@ -64,7 +64,23 @@ async def token(request: Request) -> Response:
 
 async def jwks(request: Request) -> Response:
     broker = _broker(request)
-    body = await run_in_threadpool(broker.keys.jwks)
+    try:
+        body = await run_in_threadpool(broker.keys.jwks)
+    except StoreUnavailable:
+        # Keys change rarely: the last set loaded is still right; never a 500.
+        from broker import metrics
+
+        metrics.store_error("jwks")
+        body = broker.keys.published()
+        if not body.get("keys"):
+            return JSONResponse(
+                error_body(
+                    "temporarily_unavailable",
+                    "The token store is not reachable right now. Try again shortly.",
+                ),
+                status_code=503,
+                headers={"Cache-Control": "no-store", "Retry-After": "5"},
+            )
     return JSONResponse(
         body,
         headers={"Cache-Control": f"public, max-age={broker.settings.jwks_max_age}"},
@@ -101,20 +117,26 @@ async def readyz(request: Request) -> Response:
         try:
             broker.store.ping()
             checks["store"] = "ok"
-        except StoreUnavailable:
+        except StoreError:
             checks["store"] = "unavailable"
             return checks
         try:
             broker.keys.current()
             checks["signing_key"] = "ok"
+        except StoreError:
+            checks["signing_key"] = "unavailable"
         except Exception:
             checks["signing_key"] = "missing"
         return checks
 
     checks = await run_in_threadpool(check)
     ready = all(v == "ok" for v in checks.values())
+    body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    # ShotGrid is reported, never a reason to be unready (see broker/upstream/probe.py).
+    probe = getattr(request.app.state, "upstream_probe", None)
+    body["upstream"] = await probe.report() if probe is not None else {"status": "unknown"}
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        body,
         status_code=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
     )

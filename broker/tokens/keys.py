@@ -171,6 +171,10 @@ class KeyManager:
         self.maybe_reload()
         return self._jwks
 
+    def published(self) -> dict[str, Any]:
+        """The JWKS as last loaded, without touching the store (served while it is down)."""
+        return self._jwks
+
     def current(self, alg: str | None = None, use: str = "sig") -> LoadedKey:
         alg = alg or self.signing_alg
         self.maybe_reload()
