@@ -1,0 +1,120 @@
+"""/healthz and /readyz: liveness, readiness on store and signing key, ShotGrid reported
+(short timeout, cached) but never a reason to be unready; no 500 when the store is down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from broker.app import create_app
+from broker.demo import demo_clients
+from broker.upstream.emulator import ShotGridEmulator
+from tests.support.broker import broker_settings
+from tests.support.clock import MovableClock
+from tests.support.flaky_store import FlakyStore
+from tests.support.servers import ServerThread, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Env:
+    def __init__(self, url: str, app: Any, store: FlakyStore, emu: ShotGridEmulator) -> None:
+        self.url, self.app, self.store, self.emu = url, app, store, emu
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10)
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+def env(tmp_path: Path, clock: MovableClock) -> Iterator[Env]:
+    emu = ShotGridEmulator.default(clock=clock)
+    site = ServerThread(emu.app).start()
+    port = free_port()
+    settings = broker_settings(tmp_path, site.url, port, readyz_upstream_cache=5.0)
+    store = FlakyStore(settings.store_url or "")
+    app = create_app(
+        settings, store=store, clock=clock, seed_clients=demo_clients(), housekeeping=False
+    )  # type: ignore[arg-type]
+    server = ServerThread(app, port=port).start()
+    try:
+        yield Env(f"http://127.0.0.1:{port}", app, store, emu)
+    finally:
+        server.stop()
+        site.stop()
+        store.inner.close()
+
+
+def test_healthz_is_alive(env: Env) -> None:
+    response = env.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_ready_with_upstream_reported(env: Env) -> None:
+    response = env.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["checks"] == {"store": "ok", "signing_key": "ok"}
+    assert body["upstream"]["status"] == "ok"
+    assert body["upstream"]["circuit"] == "closed"
+
+
+def test_upstream_down_is_reported_but_still_ready(env: Env, clock: MovableClock) -> None:
+    env.emu.faults.set("/api", status=503)
+    body = env.get("/readyz").json()
+    assert body["status"] == "ready"
+    assert body["upstream"]["status"] == "unavailable"
+
+
+def test_upstream_probe_is_cached(env: Env, clock: MovableClock) -> None:
+    probe = env.app.state.upstream_probe
+    env.get("/readyz")
+    first = probe.probes
+    for _ in range(5):
+        env.get("/readyz")
+    assert probe.probes == first
+    env.emu.faults.set("/api", status=503)
+    assert env.get("/readyz").json()["upstream"]["status"] == "ok"  # still the cached answer
+    clock.advance(6)
+    assert env.get("/readyz").json()["upstream"]["status"] == "unavailable"
+    assert probe.probes == first + 1
+
+
+def test_store_down_means_unready_not_500(env: Env) -> None:
+    assert env.get("/jwks.json").status_code == 200
+    env.store.down = True
+    response = env.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert response.json()["checks"]["store"] == "unavailable"
+    assert env.get("/healthz").status_code == 200
+
+
+def test_jwks_survives_store_outage(env: Env, clock: MovableClock) -> None:
+    keys = env.get("/jwks.json").json()
+    env.store.down = True
+    clock.advance(3600)  # past the reload interval: the key manager would go to the store
+    response = env.get("/jwks.json")
+    assert response.status_code == 200
+    assert response.json() == keys
+
+
+def test_token_endpoint_maps_store_outage_to_503(env: Env) -> None:
+    env.store.down = True
+    response = httpx.post(
+        env.url + "/token",
+        data={"grant_type": "password", "client_id": "dna-cli", "username": "a", "password": "b"},
+    )
+    assert response.status_code == 503
+    assert response.json()["error"] == "temporarily_unavailable"
