@@ -48,13 +48,13 @@ def redirect_uri_allowed(candidate: str, registered: Iterable[str]) -> bool:
         reg = _split(reg_uri)
         if reg is None or reg.scheme != "http" or _hostname(reg) not in LOOPBACK_HOSTS:
             continue
-        if (
-            cand.scheme == "http"
-            and _hostname(cand) == _hostname(reg)
-            and cand.path == reg.path
-            and cand.query == reg.query
-            and reg.port is None
-        ):
+        if reg.port is not None or not candidate.startswith("http://"):
+            continue
+        # Byte-exact apart from the port: drop the candidate's port and compare strings
+        # (comparing urlsplit parts would let `HTTP://` or a bare trailing `?` through).
+        host = _hostname(cand)
+        rest = candidate[len("http://") + len(cand.netloc) :]
+        if host == _hostname(reg) and f"http://{host}{rest}" == reg_uri:
             return True
     return False
 

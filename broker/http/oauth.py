@@ -7,11 +7,14 @@ touches the event loop.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -57,11 +60,18 @@ def parse_pairs(raw: str, *, what: str) -> list[tuple[str, str]]:
     return pairs
 
 
+_NAME_SAFE_TO_ECHO = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 def reject_duplicates(pairs: list[tuple[str, str]]) -> None:
     seen: set[str] = set()
     for key, _ in pairs:
         if key in seen:
-            raise InvalidRequestError(f"Parameter '{key}' is repeated.")
+            # Echo only plain names: RFC 6749 §5.2 limits error_description to printable
+            # ASCII without `"` and `\` (and Authlib raises ValueError otherwise).
+            if _NAME_SAFE_TO_ECHO.fullmatch(key):
+                raise InvalidRequestError(f"Parameter '{key}' is repeated.")
+            raise InvalidRequestError("A parameter is repeated.")
         seen.add(key)
 
 
@@ -88,6 +98,7 @@ async def oauth_request(
     request: Request, issuer: str, path: str, limit: int, *, with_query: bool = False
 ) -> BrokerRequest:
     form = await read_form(request, limit) if request.method == "POST" else []
+    check_basic_authorization(request.headers)
     query: list[tuple[str, str]] = []
     if with_query:
         query = parse_pairs(request.url.query, what="query string")
@@ -102,10 +113,45 @@ async def oauth_request(
     )
 
 
+_DESCRIPTION_FORBIDDEN = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
+def safe_description(text: str) -> str:
+    """RFC 6749 §5.2: error_description is printable ASCII without `"` and `\\`. Authlib
+    builds some descriptions from request input (e.g. an unsupported grant_type)."""
+    return _DESCRIPTION_FORBIDDEN.sub("?", text)[:300]
+
+
 def render(result: tuple[int, Any, list[tuple[str, str]]]) -> Response:
     status, body, headers = result
+    if isinstance(body, dict) and isinstance(body.get("error_description"), str):
+        body = {**body, "error_description": safe_description(body["error_description"])}
     content = json.dumps(body, separators=(",", ":")) if isinstance(body, dict) else body
     response = Response(content, status_code=status)
     for key, value in headers:
         response.headers[key] = value
     return response
+
+
+def check_basic_authorization(headers: Any) -> None:
+    """Refuse, as `invalid_client` (401), HTTP Basic credentials that Authlib's
+    `extract_basic_authorization` would choke on: non-ASCII base64 or credentials that are
+    not UTF-8 (it raises ValueError/UnicodeDecodeError there, a 500)."""
+    auth = headers.get("Authorization")
+    if not auth or " " not in auth:
+        return
+    parts = auth.split(None, 1)
+    if len(parts) != 2:
+        # e.g. "Basic " then a non-space separator: Authlib's unpacking would fail.
+        raise InvalidClientError(description="Malformed Authorization header.", status_code=401)
+    scheme, credentials = parts
+    if scheme.lower() != "basic":
+        return
+    try:
+        base64.b64decode(credentials).decode("utf-8")
+    except binascii.Error:
+        return  # Authlib treats undecodable base64 as "no credentials"
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidClientError(
+            description="Malformed HTTP Basic client credentials.", status_code=401
+        ) from None

@@ -225,7 +225,7 @@ class KeyManager:
             raise ValueError("wrong token type")
         try:
             decoded = jwt.decode(token, lk.key, algorithms=[lk.record.alg])
-        except (JoseError, ValueError) as exc:
+        except (JoseError, ValueError, RecursionError) as exc:
             raise ValueError(f"bad signature or encoding: {exc.__class__.__name__}") from None
         if decoded.header.get("alg") != lk.record.alg:
             raise ValueError("algorithm mismatch")
@@ -288,7 +288,8 @@ def _peek_header(token: str) -> tuple[str | None, str | None]:
     head = token.split(".", 1)[0]
     try:
         data = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: deeply nested JSON ("[[[[...") fits well within the size bound.
         raise ValueError("malformed header") from None
     if not isinstance(data, dict):
         raise ValueError("malformed header")
