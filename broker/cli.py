@@ -54,6 +54,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
 
 
+SERVER_OPTIONS: dict[str, object] = {
+    # Forwarded headers are trusted only from FORWARDED_ALLOW_IPS (uvicorn's env variable,
+    # default 127.0.0.1); URLs in metadata come from BROKER_ISSUER, never from headers.
+    "proxy_headers": True,
+    # Logging is ours (JSON lines with request ids); the middleware logs each request.
+    "log_config": None,
+    "access_log": False,
+    # h11 always (not httptools when installed), so the header bound below holds.
+    "http": "h11",
+    # Header size bound: h11 refuses a request head larger than this.
+    "h11_max_incomplete_event_size": HEADER_LIMIT_BYTES,
+    # Graceful shutdown: on SIGTERM stop accepting, let in-flight requests finish (up to
+    # this many seconds), then the lifespan closes the store and the upstream client.
+    "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+}
+"""uvicorn options of `serve` (tests run a server with exactly these)."""
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -76,17 +94,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        proxy_headers=True,
         log_level=settings.log_level,
-        # Logging is ours (JSON lines with request ids); the middleware logs each request.
-        log_config=None,
-        access_log=False,
-        # h11 always (not httptools when installed), so the header bound below holds.
-        http="h11",
-        # Header size bound: h11 refuses a request head larger than this (431).
-        h11_max_incomplete_event_size=HEADER_LIMIT_BYTES,
-        # Graceful shutdown: on SIGTERM stop accepting, let in-flight requests finish.
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **SERVER_OPTIONS,
     )
     return 0
 
