@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from broker.settings import Settings, SettingsError, load_settings
 
@@ -54,7 +54,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
 
 
-SERVER_OPTIONS: dict[str, object] = {
+SERVER_OPTIONS: dict[str, Any] = {
     # Forwarded headers are trusted only from FORWARDED_ALLOW_IPS (uvicorn's env variable,
     # default 127.0.0.1); URLs in metadata come from BROKER_ISSUER, never from headers.
     "proxy_headers": True,
