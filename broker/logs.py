@@ -183,7 +183,7 @@ def configure_logging(
 
     Idempotent: the previous broker handler is replaced. Handlers others installed (a test
     runner's capture) are left alone. uvicorn's loggers are made to propagate here so its
-    lines are JSON too.
+    lines are JSON too, except its access log, which the request middleware replaces.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -196,7 +196,8 @@ def configure_logging(
     for name in UVICORN_LOGGERS:
         uv = logging.getLogger(name)
         uv.handlers.clear()
-        uv.propagate = True
+        # The request middleware writes one richer access line per request.
+        uv.propagate = name != "uvicorn.access"
     return handler
 
 
