@@ -3,9 +3,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from client_support import ISSUER, FakeBroker, FakeClock
 
 from broker_client import JWKSCache, TokenValidator
+from client_support import ISSUER, FakeBroker, FakeClock
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import random
 from typing import Any
 
 import pytest
-from client_support import AUDIENCE, DROP, ISSUER, FakeBroker, FakeClock, forge, forge_hs256
 
 from broker_client import (
     AccessTokenClaims,
@@ -24,6 +23,7 @@ from broker_client import (
     WrongTokenType,
     verify_access_token,
 )
+from client_support import AUDIENCE, DROP, ISSUER, FakeBroker, FakeClock, forge, forge_hs256
 
 
 def verify(broker: FakeBroker, token: Any, **kwargs: Any) -> AccessTokenClaims:
@@ -203,6 +203,7 @@ def test_key_set_skips_keys_it_must_not_use(broker: FakeBroker, change: dict[str
 
 def test_key_set_skips_small_rsa_keys() -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
+
     from client_support import public_jwk
 
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
