@@ -42,15 +42,23 @@ from broker_client import (
 )
 from broker_client.integrations.dna import BrokerAuthProvider
 from broker_client.integrations.fastapi import require_token
+from broker_client.integrations.starlette import BrokerAuthBackend, on_auth_error
 from broker_client.shotgrid import SudoConnectionPool
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import Depends, FastAPI
+from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from broker.upstream.emulator import ShotGridEmulator
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
-from tests.support.servers import ServerThread
+from tests.support.servers import ServerThread, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -455,6 +463,31 @@ def test_broker_down_cached_keys_then_clear_error(
     assert not isinstance(raised.value, ValueError)
 
 
+def test_broker_down_at_start_then_back(
+    broker: RunningBroker, http: httpx.Client, app: ProtectedApp, vclock: ValidatorClock
+) -> None:
+    """No key set yet and the broker unreachable: 503 at once (nothing stale to serve);
+    once it is back the app recovers by itself at the next retry."""
+    token = tokens_for(broker, http)["access_token"]
+    port = broker.server.port
+    broker.server.stop()
+    first = app.get(token)
+    assert first.status_code == 503, first.text
+    assert first.headers["www-authenticate"].startswith('Bearer error="temporarily_unavailable"')
+
+    broker.server = ServerThread(broker.app, port=port).start()  # same store, same keys
+    # Within the retry interval the app does not hammer the broker...
+    attempts = app.counts[DISCOVERY]
+    assert app.get(token).status_code == 503
+    assert app.counts[DISCOVERY] == attempts
+    # ...after it, the next request fetches and succeeds.
+    vclock.offset = app.validator.jwks.retry_interval
+    response = app.get(token)
+    assert response.status_code == 200, response.text
+    assert response.json()["sg_login"] == "alice"
+    assert app.counts[JWKS] == 1
+
+
 # --- DNA ----------------------------------------------------------------------------------
 
 
@@ -497,6 +530,62 @@ def test_dna_adapter_audience_from_env(
             provider.validate_token(tokens_for(broker, http)["access_token"])
     finally:
         provider.validator.jwks.close()
+
+
+# --- other integrations and algorithms ------------------------------------------------
+
+
+def test_starlette_backend_against_the_broker(
+    broker: RunningBroker, http: httpx.Client, clock: MovableClock, vclock: ValidatorClock
+) -> None:
+    async def whoami(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.user.display_name, "scopes": request.auth.scopes})
+
+    with httpx.Client(timeout=5) as jwks_client:
+        validator = TokenValidator(broker.url, "dna-api", http_client=jwks_client, clock=vclock)
+        starlette_app = Starlette(
+            routes=[Route("/whoami", requires("authenticated")(whoami))],
+            middleware=[
+                Middleware(
+                    AuthenticationMiddleware,
+                    backend=BrokerAuthBackend(validator),
+                    on_error=on_auth_error,
+                )
+            ],
+        )
+        with serve(starlette_app) as server:
+            token = tokens_for(broker, http)["access_token"]
+            ok = httpx.get(f"{server.url}/whoami", headers={"Authorization": f"Bearer {token}"})
+            assert ok.status_code == 200, ok.text
+            assert ok.json()["user"] == "Alice Artist"
+            assert "authenticated" in ok.json()["scopes"]
+            bad = httpx.get(
+                f"{server.url}/whoami",
+                headers={"Authorization": f"Bearer {tampered(broker, http, clock)}"},
+            )
+            assert bad.status_code == 401
+            assert bad.json()["error"] == "invalid_token"
+            assert bad.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+            assert httpx.get(f"{server.url}/whoami").status_code == 403  # Starlette's requires
+
+
+def test_es256_broker(tmp_path: Path, clock: MovableClock) -> None:
+    """A broker signing access tokens with ES256: the algorithm comes from the JWK."""
+    with (
+        broker_with_emulator(tmp_path, clock, signing_alg="ES256") as (running, _emu, _site),
+        running.client() as http,
+        httpx.Client(timeout=5) as jwks_client,
+    ):
+        token = tokens_for(running, http)["access_token"]
+        assert unb64json(token.split(".")[0])["alg"] == "ES256"
+        validator = TokenValidator(
+            running.url, "dna-api", http_client=jwks_client, clock=ValidatorClock(clock)
+        )
+        assert validator.validate(token).sg_login == "alice"
+        head, payload, signature = token.split(".")
+        forged = {**unb64json(payload), "sub": "102"}
+        with pytest.raises(BadSignature):
+            validator.validate(f"{head}.{b64json(forged)}.{signature}")
 
 
 # --- ShotGrid as the user ---------------------------------------------------------------

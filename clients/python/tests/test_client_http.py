@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -56,3 +58,35 @@ def test_validator_against_a_real_http_broker(clock: FakeClock) -> None:
         clock.advance(validator.jwks.max_stale + 10)
         with pytest.raises(JWKSUnavailable):
             validator.validate(token)
+
+
+def test_own_async_client_survives_event_loops(clock: FakeClock) -> None:
+    """A validator without a client of the caller's, used from one event loop after
+    another (a module-level validator under FastAPI's TestClient, asyncio.run scripts):
+    a refetch in a later loop must not reuse a connection of a closed loop."""
+    holder: dict[str, str] = {}
+
+    async def discovery(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {"issuer": holder["issuer"], "jwks_uri": holder["issuer"] + "/jwks.json"}
+        )
+
+    async def jwks(request: Request) -> JSONResponse:
+        return JSONResponse(broker.jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+    broker = FakeBroker(clock)
+    app = Starlette(
+        routes=[
+            Route("/.well-known/openid-configuration", discovery),
+            Route("/jwks.json", jwks),
+        ]
+    )
+    with serve(app) as server:
+        holder["issuer"] = server.url
+        validator = TokenValidator(server.url, "dna-api", clock=clock, cache_size=0)
+        assert asyncio.run(validator.avalidate(broker.mint(iss=server.url))).sub == "101"
+        clock.advance(61)  # stale: the next validation refetches, in a new loop
+        assert asyncio.run(validator.avalidate(broker.mint(iss=server.url))).sub == "101"
+        broker.add_key("k2")  # and an unknown kid, in a third
+        assert asyncio.run(validator.avalidate(broker.mint(iss=server.url))).sub == "101"
+        assert validator.jwks.fetches == 3

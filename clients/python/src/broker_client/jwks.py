@@ -80,8 +80,7 @@ class JWKSCache:
         self._jwks_uri = jwks_uri
         self._client = http_client
         self._owns_client = http_client is None
-        self._aclient = async_http_client
-        self._owns_aclient = async_http_client is None
+        self._aclient = async_http_client  # None: a client per fetch (see _fetch_async)
         self._clock = clock
         self.default_max_age = default_max_age
         self.min_max_age = min_max_age
@@ -128,8 +127,7 @@ class JWKSCache:
             self._client.close()
 
     async def aclose(self) -> None:
-        if self._owns_aclient and self._aclient is not None:
-            await self._aclient.aclose()
+        """Kept for symmetry: the async client is either the caller's or per fetch."""
 
     # --- public, async --------------------------------------------------------------
 
@@ -261,9 +259,18 @@ class JWKSCache:
             return self._store(new_keys, max_age)
 
     async def _fetch_async(self) -> tuple[KeySet, float | None]:
-        if self._aclient is None:
-            self._aclient = httpx.AsyncClient(timeout=self.timeout)
-        client = self._aclient
+        if self._aclient is not None:
+            return await self._fetch_with(self._aclient)
+        # Without a client of the caller's, one per fetch: an httpx.AsyncClient's pooled
+        # connections belong to the event loop that opened them, and a validator outlives
+        # loops (a module-level validator under FastAPI's TestClient, asyncio.run scripts).
+        # Reusing one across loops fails with "Event loop is closed", which is no
+        # httpx.HTTPError, so the stale key set would not even be served. Fetches happen
+        # minutes apart; a fresh connection each time costs nothing that matters.
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            return await self._fetch_with(client)
+
+    async def _fetch_with(self, client: httpx.AsyncClient) -> tuple[KeySet, float | None]:
         uri = self._jwks_uri
         if uri is None:
             response = await client.get(
