@@ -363,21 +363,33 @@ class MongoStore:
 
     def bootstrap_keys(self, keys: list[KeyRecord]) -> list[KeyRecord]:
         """Per `use`, the first process to insert the marker document `bootstrap:<use>`
-        (holding its whole key set) wins; everyone then upserts the marker's keys with
-        $setOnInsert, so the set is complete even if the winner died half way."""
+        (holding its whole key set) wins. Until the marker is marked complete, every
+        caller upserts the marker's keys with $setOnInsert before answering, so no one
+        returns a half-written set and the set is finished even if the winner died half
+        way. A complete marker is never replayed (keys dropped later stay dropped)."""
         for use in dict.fromkeys(k.use for k in keys):
-            if self._keys.find_one(self._use_filter(use), {"_id": 1}) is not None:
-                continue
             marker_id = f"bootstrap:{use}"
-            proposal = [_key_doc(k) for k in keys if k.use == use]
-            with contextlib.suppress(DuplicateKeyError):  # another process proposed first
-                self._meta.insert_one(
-                    {"_id": marker_id, "keys": proposal, "schema": SCHEMA_VERSION}
-                )
             marker = self._meta.find_one({"_id": marker_id})
-            for doc in marker["keys"] if marker else proposal:
+            if marker is None:
+                if self._keys.find_one(self._use_filter(use), {"_id": 1}) is not None:
+                    continue  # keys of this use were added without bootstrap
+                proposal = [_key_doc(k) for k in keys if k.use == use]
+                with contextlib.suppress(DuplicateKeyError):  # another process proposed first
+                    self._meta.insert_one(
+                        {
+                            "_id": marker_id,
+                            "keys": proposal,
+                            "complete": False,
+                            "schema": SCHEMA_VERSION,
+                        }
+                    )
+                marker = self._meta.find_one({"_id": marker_id})
+            if marker is None or marker.get("complete"):
+                continue
+            for doc in marker["keys"]:
                 with contextlib.suppress(DuplicateKeyError):  # a concurrent upsert, same kid
                     self._keys.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+            self._meta.update_one({"_id": marker_id}, {"$set": {"complete": True}})
         return self.list_keys()
 
     @staticmethod
