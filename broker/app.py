@@ -18,6 +18,7 @@ from broker.core import Broker, system_clock
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
 from broker.http.routes import routes
+from broker.http.threads import make_executor
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
 from broker.store import ClientRecord, Store, StoreError, StoreUnavailable, open_store
@@ -80,6 +81,7 @@ def create_app(
         the_store = store if store is not None else open_store(settings.store_url or "")
         the_upstream = upstream if upstream is not None else make_upstream(settings, clock)
         broker = Broker(settings, the_store, the_upstream, clock=clock)
+        app.state.executor = make_executor()
         try:
             await run_in_threadpool(broker.start)
             for client in seed_clients:
@@ -107,6 +109,7 @@ def create_app(
                     await task
             if upstream is None and hasattr(the_upstream, "aclose"):
                 await the_upstream.aclose()
+            app.state.executor.shutdown(wait=True)
             if own_store:
                 the_store.close()
 
