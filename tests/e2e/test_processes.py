@@ -215,7 +215,7 @@ def test_two_serve_processes_share_one_store(
     assert dup.returncode != 0 and len(dup.stderr.strip().splitlines()) == 1
 
     a = Proc(["serve", "--port", str(port_a)], env)
-    b = Proc(["serve", "--port", str(port_b)], env)
+    b = Proc(["serve", "--port", str(port_b), "--workers", "2"], env)
     url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
     try:
         wait_ready(url_a)
