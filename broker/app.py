@@ -18,9 +18,10 @@ from broker.core import Broker, system_clock
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
 from broker.http.routes import routes
+from broker.http.threads import make_executor
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
-from broker.store import ClientRecord, Store, StoreError, open_store
+from broker.store import ClientRecord, Store, StoreError, StoreUnavailable, open_store
 
 log = logging.getLogger("broker.app")
 
@@ -80,10 +81,16 @@ def create_app(
         the_store = store if store is not None else open_store(settings.store_url or "")
         the_upstream = upstream if upstream is not None else make_upstream(settings, clock)
         broker = Broker(settings, the_store, the_upstream, clock=clock)
-        await run_in_threadpool(broker.start)
-        for client in seed_clients:
-            if await run_in_threadpool(the_store.get_client, client.client_id) is None:
-                await run_in_threadpool(the_store.put_client, client)
+        app.state.executor = make_executor()
+        try:
+            await run_in_threadpool(broker.start)
+            for client in seed_clients:
+                if await run_in_threadpool(the_store.get_client, client.client_id) is None:
+                    await run_in_threadpool(the_store.put_client, client)
+        except StoreUnavailable:
+            # Start anyway: /readyz says 503 and /token answers temporarily_unavailable
+            # until the store answers; keys load on first use.
+            log.warning("store unreachable at start-up; serving 503 until it answers")
         app.state.broker = broker
         app.state.oauth_server = build_server(broker)
 
@@ -102,6 +109,7 @@ def create_app(
                     await task
             if upstream is None and hasattr(the_upstream, "aclose"):
                 await the_upstream.aclose()
+            app.state.executor.shutdown(wait=True)
             if own_store:
                 the_store.close()
 

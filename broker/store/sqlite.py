@@ -38,6 +38,7 @@ from broker.store._codec import (
     sql_type,
     to_ms,
     to_row,
+    upstream_gc_at,
 )
 from broker.store.records import (
     SCHEMA_VERSION,
@@ -150,16 +151,6 @@ class _Holder:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-
-
-def _upstream_gc_at(record: UpstreamTokenRecord) -> datetime | None:
-    """When custody is useless: access expiry without a refresh token, else refresh
-    expiry (never when the upstream did not say when its refresh token expires)."""
-    if record.refresh_token is None:
-        return record.expires_at
-    if record.refresh_expires_at is None:
-        return None
-    return max(record.expires_at, record.refresh_expires_at)
 
 
 @_guard_all
@@ -504,7 +495,7 @@ class SQLiteStore:
     @staticmethod
     def _upstream_row(record: UpstreamTokenRecord) -> dict[str, Any]:
         row = to_row(record)
-        row["gc_at"] = opt_ms(_upstream_gc_at(record))
+        row["gc_at"] = opt_ms(upstream_gc_at(record))
         return row
 
     def get_upstream_tokens(self, key: str) -> UpstreamTokenRecord | None:

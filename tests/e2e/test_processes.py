@@ -161,12 +161,37 @@ def upstream() -> Iterator[str]:
         site.stop()
 
 
-def test_two_serve_processes_share_one_sqlite_store(tmp_path: Path, upstream: str) -> None:
+@pytest.fixture(params=["sqlite", "mongodb"])
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    base = os.environ.get("BROKER_TEST_MONGODB_URI")
+    if not base:
+        # mongomock lives inside one process, so it cannot be shared by two brokers:
+        # without a real server this multi-process test covers SQLite only.
+        pytest.skip("BROKER_TEST_MONGODB_URI not set: two brokers on one MongoDB not run")
+    import uuid
+
+    import pymongo
+
+    name = f"broker_test_{uuid.uuid4().hex[:12]}"
+    head, _, query = base.partition("?")
+    url = f"{head.rstrip('/')}/{name}" + (f"?{query}" if query else "")
+    try:
+        yield url
+    finally:
+        pymongo.MongoClient(base).drop_database(name)
+
+
+def test_two_serve_processes_share_one_store(
+    tmp_path: Path, upstream: str, shared_store_url: str
+) -> None:
     port_a, port_b = free_port(), free_port()
     env = {
         "BROKER_ISSUER": f"http://127.0.0.1:{port_a}",
         "BROKER_SHOTGRID_URL": upstream,
-        "BROKER_STORE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+        "BROKER_STORE_URL": shared_store_url,
         "BROKER_SECRET_KEY": new_kek(),
         "BROKER_SHOTGRID_SCRIPT_NAME": "token-broker",
         "BROKER_SHOTGRID_SCRIPT_KEY": "token-broker-key",
@@ -190,7 +215,7 @@ def test_two_serve_processes_share_one_sqlite_store(tmp_path: Path, upstream: st
     assert dup.returncode != 0 and len(dup.stderr.strip().splitlines()) == 1
 
     a = Proc(["serve", "--port", str(port_a)], env)
-    b = Proc(["serve", "--port", str(port_b)], env)
+    b = Proc(["serve", "--port", str(port_b), "--workers", "2"], env)
     url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
     try:
         wait_ready(url_a)
