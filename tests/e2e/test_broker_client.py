@@ -16,7 +16,6 @@ import base64
 import concurrent.futures
 import hashlib
 import hmac
-import importlib.util
 import json
 import uuid
 from collections import Counter
@@ -43,7 +42,12 @@ from broker_client import (
 from broker_client.integrations.dna import BrokerAuthProvider
 from broker_client.integrations.fastapi import require_token
 from broker_client.integrations.starlette import BrokerAuthBackend, on_auth_error
-from broker_client.shotgrid import SudoConnectionPool
+from broker_client.shotgrid import (
+    SHOTGRID_TOKEN_TYPE,
+    TOKEN_EXCHANGE_GRANT,
+    SudoConnectionPool,
+    exchange_for_shotgrid_token,
+)
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import Depends, FastAPI
@@ -616,10 +620,6 @@ def test_sudo_pool_sees_each_users_projects(
 # --- ShotGrid REST token through token exchange -------------------------------------------
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("broker.grants.token_exchange") is None,
-    reason="the token-exchange grant (broker/grants/token_exchange.py) is not merged yet",
-)
 @pytest.mark.parametrize(("user", "projects"), [("alice", [201, 202]), ("bob", [202, 203])])
 def test_shotgrid_token_exchange_lists_only_the_users_projects(
     env: tuple[RunningBroker, ShotGridEmulator, ServerThread],
@@ -627,9 +627,10 @@ def test_shotgrid_token_exchange_lists_only_the_users_projects(
     user: str,
     projects: list[int],
 ) -> None:
-    from broker_client.shotgrid import SHOTGRID_TOKEN_TYPE, exchange_for_shotgrid_token
-
     broker, _emulator, site = env
+    grants = http.get(DISCOVERY).json()["grant_types_supported"]
+    if TOKEN_EXCHANGE_GRANT not in grants:  # CONTRACT.md: discovery lists it once it exists
+        pytest.skip("the broker does not offer token exchange yet (not merged into main)")
     subject = tokens_for(broker, http, user)["access_token"]
     sg_token = exchange_for_shotgrid_token(
         subject,
