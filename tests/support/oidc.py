@@ -60,7 +60,9 @@ class Flow:
         params.update(overrides)
         return {k: v for k, v in params.items() if v is not None}
 
-    def redeem(self, http: httpx.Client, code: str, **overrides: str) -> httpx.Response:
+    def redeem(
+        self, http: httpx.Client, code: str | None, **overrides: str | None
+    ) -> httpx.Response:
         data = {
             "grant_type": "authorization_code",
             "client_id": self.client_id,
