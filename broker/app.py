@@ -24,7 +24,7 @@ from broker.http.cors import CorsMiddleware
 from broker.http.routes import routes
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
-from broker.store import ClientRecord, Store, StoreError, open_store
+from broker.store import ClientRecord, Store, StoreError, StoreUnavailable, open_store
 
 log = logging.getLogger("broker.app")
 
@@ -85,10 +85,15 @@ def create_app(
         the_store = store if store is not None else open_store(settings.store_url or "")
         the_upstream = upstream if upstream is not None else make_upstream(settings, clock)
         broker = Broker(settings, the_store, the_upstream, clock=clock)
-        await run_in_threadpool(broker.start)
-        for client in seed_clients:
-            if await run_in_threadpool(the_store.get_client, client.client_id) is None:
-                await run_in_threadpool(the_store.put_client, client)
+        try:
+            await run_in_threadpool(broker.start)
+            for client in seed_clients:
+                if await run_in_threadpool(the_store.get_client, client.client_id) is None:
+                    await run_in_threadpool(the_store.put_client, client)
+        except StoreUnavailable:
+            # Start anyway: /readyz says 503 and /token answers temporarily_unavailable
+            # until the store answers; keys load on first use.
+            log.warning("store unreachable at start-up; serving 503 until it answers")
         app.state.broker = broker
         app.state.oauth_server = build_server(broker)
 

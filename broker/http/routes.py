@@ -60,7 +60,14 @@ async def token(request: Request) -> Response:
 
 async def jwks(request: Request) -> Response:
     broker = _broker(request)
-    body = await run_in_threadpool(broker.keys.jwks)
+    try:
+        body = await run_in_threadpool(broker.keys.jwks)
+    except StoreUnavailable:
+        return JSONResponse(
+            error_body("temporarily_unavailable", "The key store is not reachable."),
+            status_code=503,
+            headers={**NO_STORE, "Retry-After": "5"},
+        )
     return JSONResponse(
         body,
         headers={"Cache-Control": f"public, max-age={broker.settings.jwks_max_age}"},

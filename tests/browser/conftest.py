@@ -72,11 +72,13 @@ def chromium_path() -> str:
     return ensure_chromium()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="BROWSER TESTS SKIPPED: pip package 'playwright' missing"
     )
+    # Module scope, not session: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, which would break later tests that call asyncio.run().
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
