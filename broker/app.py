@@ -13,10 +13,14 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 
 from broker.core import Broker, system_clock
+from broker.grants.authorization_code import AuthorizationCodeGrant
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
+from broker.http.browser import browser_routes
+from broker.http.cors import CorsMiddleware
 from broker.http.routes import routes
 from broker.http.threads import make_executor
 from broker.server import BrokerAuthorizationServer
@@ -32,6 +36,7 @@ def build_server(broker: Broker) -> BrokerAuthorizationServer:
     server = BrokerAuthorizationServer(broker)
     server.register_grant(PasswordGrant)
     server.register_grant(RefreshTokenGrant)
+    server.register_grant(AuthorizationCodeGrant)
     return server
 
 
@@ -113,7 +118,11 @@ def create_app(
             if own_store:
                 the_store.close()
 
-    return Starlette(routes=list(routes), lifespan=lifespan)
+    return Starlette(
+        routes=[*routes, *browser_routes],
+        middleware=[Middleware(CorsMiddleware)],
+        lifespan=lifespan,
+    )
 
 
 def app_from_environment() -> Starlette:
