@@ -196,6 +196,7 @@ def test_two_serve_processes_share_one_store(
         "BROKER_SHOTGRID_SCRIPT_NAME": "token-broker",
         "BROKER_SHOTGRID_SCRIPT_KEY": "token-broker-key",
         "BROKER_JWKS_MAX_AGE": "2",
+        "BROKER_LOGIN_MAX_FAILURES_PER_USER": "3",
     }
     added = cli(
         "clients",
@@ -279,6 +280,19 @@ def test_two_serve_processes_share_one_store(
                     break
                 assert time.monotonic() < deadline, f"{url} still signs with the old key"
                 time.sleep(0.2)
+        # A login throttled at one replica is throttled at the other: the counters are in
+        # the shared store.
+        for _ in range(3):
+            failed = httpx.post(f"{url_a}/token", data={
+                "grant_type": "password", "client_id": "dna-cli",
+                "username": "carol", "password": "wrong"})
+            assert failed.json()["error"] == "invalid_grant"
+        throttled = httpx.post(f"{url_b}/token", data={
+            "grant_type": "password", "client_id": "dna-cli",
+            "username": "carol", "password": "wrong"})
+        assert throttled.status_code == 429
+        assert int(throttled.headers["retry-after"]) > 0
+
         retire = cli("keys", "retire", old_kid, env=env)
         assert retire.returncode == 0, retire.stderr
         bad = cli("keys", "retire", "no-such-kid", env=env)
