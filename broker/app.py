@@ -16,15 +16,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
 from broker.core import Broker, system_clock
+from broker.grants.authorization_code import AuthorizationCodeGrant
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
+from broker.http.browser import browser_routes
+from broker.http.cors import CorsMiddleware
 from broker.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from broker.http.ops import ops_routes
 from broker.http.routes import routes
+from broker.http.threads import make_executor
 from broker.logs import configure_logging, register_secret
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
-from broker.store import ClientRecord, Store, StoreError, open_store
+from broker.store import ClientRecord, Store, StoreError, StoreUnavailable, open_store
 from broker.upstream.probe import UpstreamProbe
 from broker.upstream.resilience import CircuitBreaker, ResilientTransport
 
@@ -37,6 +41,7 @@ def build_server(broker: Broker) -> BrokerAuthorizationServer:
     server = BrokerAuthorizationServer(broker)
     server.register_grant(PasswordGrant)
     server.register_grant(RefreshTokenGrant)
+    server.register_grant(AuthorizationCodeGrant)
     return server
 
 
@@ -123,10 +128,16 @@ def create_app(
             else None
         )
         broker = Broker(settings, the_store, the_upstream, clock=clock)
-        await run_in_threadpool(broker.start)
-        for client in seed_clients:
-            if await run_in_threadpool(the_store.get_client, client.client_id) is None:
-                await run_in_threadpool(the_store.put_client, client)
+        app.state.executor = make_executor()
+        try:
+            await run_in_threadpool(broker.start)
+            for client in seed_clients:
+                if await run_in_threadpool(the_store.get_client, client.client_id) is None:
+                    await run_in_threadpool(the_store.put_client, client)
+        except StoreUnavailable:
+            # Start anyway: /readyz says 503 and /token answers temporarily_unavailable
+            # until the store answers; keys load on first use.
+            log.warning("store unreachable at start-up; serving 503 until it answers")
         app.state.broker = broker
         app.state.oauth_server = build_server(broker)
 
@@ -149,14 +160,19 @@ def create_app(
                 await app.state.upstream_probe.aclose()
             if upstream is None and hasattr(the_upstream, "aclose"):
                 await the_upstream.aclose()
+            app.state.executor.shutdown(wait=True)
             if own_store:
                 the_store.close()
 
-    middleware = [
-        Middleware(RequestContextMiddleware),
-        Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),
-    ]
-    return Starlette(routes=[*routes, *ops_routes], middleware=middleware, lifespan=lifespan)
+    return Starlette(
+        routes=[*routes, *browser_routes, *ops_routes],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),
+            Middleware(CorsMiddleware),
+        ],
+        lifespan=lifespan,
+    )
 
 
 def app_from_environment() -> Starlette:

@@ -16,6 +16,7 @@ from broker.endpoints.discovery import metadata
 from broker.errors import error_body
 from broker.http.middleware import note, note_oauth_result
 from broker.http.oauth import BodyTooLarge, oauth_request, render
+from broker.http.threads import run_sync
 from broker.server import BrokerAuthorizationServer
 from broker.store import StoreError, StoreUnavailable
 
@@ -57,7 +58,7 @@ async def token(request: Request) -> Response:
         note_oauth_result(err.status_code, {"error": err.error})
         return oauth_error(err)
     note(grant_type=oreq.form.get("grant_type") or "")
-    result = await run_in_threadpool(_server(request).create_token_response, oreq)
+    result = await run_sync(request, _server(request).create_token_response, oreq)
     note_oauth_result(result[0], result[1])
     return render(result)
 
@@ -79,7 +80,7 @@ async def jwks(request: Request) -> Response:
                     "The token store is not reachable right now. Try again shortly.",
                 ),
                 status_code=503,
-                headers={"Cache-Control": "no-store", "Retry-After": "5"},
+                headers={**NO_STORE, "Retry-After": "5"},
             )
     return JSONResponse(
         body,
