@@ -11,9 +11,14 @@ ones it counts):
 | event | emitted by | outcome values |
 | --- | --- | --- |
 | `login` | password grant, login page | success, failure, unavailable, throttled |
+| `sso` | authorization endpoint (existing browser session) | success |
+| `login_csrf` | login form with a mismatched CSRF token | failure |
+| `pkce_failure`, `code_wrong_client` | authorization code grant | failure |
+| `code_replay` | authorization code grant (second redemption) | revoked |
 | `refresh` | refresh grant | rotated, grace |
 | `refresh_reuse_detected` | refresh grant | revoked |
-| `session_revoked` | upstream re-check, logout | the reason |
+| `session_revoked` | upstream re-check | the reason |
+| `logout`, `logout_confirm_shown` | RP-initiated logout | success |
 | `family_revoked` | revocation, logout | the reason |
 | `token_revoked` | RFC 7009 revocation | success |
 | `token_exchanged` | RFC 8693 token exchange | success, failure |

@@ -141,5 +141,7 @@ def observe_event(event: str, outcome: str, fields: dict[str, object]) -> None:
         FAMILIES_REVOKED.labels("reuse").inc()
     elif event in ("session_revoked", "family_revoked"):
         FAMILIES_REVOKED.labels(outcome).inc()
+    elif event in ("logout", "code_replay"):
+        FAMILIES_REVOKED.labels(event).inc()
     elif event in ("key_rotated", "key_retired"):
         KEY_EVENTS.labels(event).inc()
