@@ -5,8 +5,9 @@ structlog and the standard library share one pipeline (`structlog.stdlib.Process
 so lines from uvicorn, Authlib or `logging.getLogger(...)` calls are rendered, tagged and
 redacted exactly like `structlog` calls. The redaction is the last line of defence behind
 `events.FORBIDDEN_FIELDS`: it masks values under secret-looking keys, anything shaped like a
-JWT or a bearer credential, and the literal values of secrets registered at start-up (the
-key-encryption keys, the ShotGrid script key).
+JWT or a bearer credential, secret URL parameters (`?code=`), cookie and authorization
+headers in an HTTP library's debug dump, and the literal values of secrets registered at
+start-up (the key-encryption keys, the ShotGrid script key).
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ SECRET_KEYS = frozenset(
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+#: Secret-bearing URL parameters (`Location: ...?code=...` in an HTTP library's debug line).
+_URL_PARAM = re.compile(
+    r"(?i)([?&#](?:code|access_token|refresh_token|id_token|token|client_secret|password"
+    r"|code_verifier|subject_token)=)[^&#\s'\"]+"
+)
+#: Raw header tuples as httpcore logs them at debug level: (b'set-cookie', b'...').
+_HEADER_TUPLE = re.compile(
+    r"(?i)(\(b?['\"](?:set-cookie|cookie|authorization|proxy-authorization)['\"],\s*b?['\"])"
+    r"[^'\"]*"
+)
 _MIN_SECRET_LENGTH = 8
 
 _registered: set[str] = set()
@@ -68,6 +79,8 @@ def register_secret(value: str | None) -> None:
 def redact_text(text: str) -> str:
     text = _JWT.sub(REDACTED, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _URL_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _HEADER_TUPLE.sub(lambda m: m.group(1) + REDACTED, text)
     for secret in _registered:
         if secret in text:
             text = text.replace(secret, REDACTED)

@@ -2,8 +2,9 @@
 
 A real broker (custody strategy, so ShotGrid tokens flow through it) and the emulator run a
 password grant, refreshes within and past the reuse grace, a wrong password, a confidential
-client authenticating with its secret, and a key rotation, with logging at debug level in
-JSON. Every secret the run used is then searched for in the captured text.
+client authenticating with its secret, a browser login (wrong password on the login page,
+then the code flow with PKCE) and a key rotation, with logging at debug level in JSON.
+Every secret the run used is then searched for in the captured text.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from broker.logs import configure_logging, unconfigure_logging
 from tests.support.broker import broker_with_emulator, new_kek
 from tests.support.clock import MovableClock
+from tests.support.oidc import Flow, login_code, submit_login
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,6 +47,8 @@ def test_full_run_logs_audit_trail_and_no_secret(tmp_path: Path, log_buffer: io.
     secrets: dict[str, str] = {
         "alice password": "alice-pw",
         "wrong password": "not-alices-password-123",
+        "bob password": "bob-pw",
+        "wrong browser password": "not-bobs-password-456",
         "client secret": "dna-backend-secret",
         "key-encryption key": kek,
         "script key": "token-broker-key",
@@ -105,6 +109,23 @@ def test_full_run_logs_audit_trail_and_no_secret(tmp_path: Path, log_buffer: io.
             assert backend.status_code < 500
             secrets["basic credentials"] = basic
 
+            # Browser login: a wrong password on the login page, then a code flow.
+            flow = Flow()
+            page = http.get("/authorize", params=flow.params())
+            refused = submit_login(http, page, "bob", secrets["wrong browser password"])
+            assert refused.status_code == 200 and "password" in refused.text
+            code = login_code(http, flow, "bob")
+            secrets["authorization code"] = code
+            secrets["pkce verifier"] = flow.verifier
+            redeemed = flow.redeem(http, code)
+            assert redeemed.status_code == 200, redeemed.text
+            browser = redeemed.json()
+            secrets["browser access token"] = browser["access_token"]
+            secrets["browser refresh token"] = browser["refresh_token"]
+            secrets["id token"] = browser["id_token"]
+            for name, value in http.cookies.items():
+                secrets[f"cookie {name}"] = value
+
             running.broker.keys.rotate()
         for n, body in enumerate(issued):
             secrets[f"upstream access token {n}"] = body["access_token"]
@@ -123,15 +144,18 @@ def test_full_run_logs_audit_trail_and_no_secret(tmp_path: Path, log_buffer: io.
     assert ("refresh", "rotated") in events
     assert ("refresh_reuse_detected", "revoked") in events
     assert ("key_rotated", "success") in events
+    assert ("login", "failure") in events
+    assert sum(1 for e in audits if e["event"] == "login" and e.get("user_id") == 102) == 1
     for audit in audits:
         if audit["event"] in ("login", "refresh", "refresh_reuse_detected"):
-            assert audit["client_id"] == "dna-cli"
+            assert audit["client_id"] in ("dna-cli", "dna-frontend")
             assert audit["ip"] == "127.0.0.1"
             assert audit["request_id"]
         if audit["event"] in ("refresh", "refresh_reuse_detected") or (
             audit["event"] == "login" and audit["outcome"] == "success"
         ):
-            assert audit["user_id"] == 101
+            expected = 101 if audit["client_id"] == "dna-cli" else 102
+            assert audit["user_id"] == expected
     failure = next(a for a in audits if a["event"] == "login" and a["outcome"] == "failure")
     assert failure["request_id"] == "scan-wrong-password"
     # Every line of that request, the access line included, carries its id.

@@ -37,6 +37,16 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMDEifQ.c2lnbmF0dXJl"
             {"form": {"password": REDACTED, "user": "alice"}},
         ),
         ("items", [JWT, 3], [REDACTED, 3]),
+        (
+            "event",
+            "location http://app/cb?code=abc123&state=s1",
+            f"location http://app/cb?code={REDACTED}&state=s1",
+        ),
+        (
+            "event",
+            "[(b'set-cookie', b'broker_session=xyz; HttpOnly'), (b'x', b'y')]",
+            f"[(b'set-cookie', b'{REDACTED}'), (b'x', b'y')]",
+        ),
         ("client_id", "dna-cli", "dna-cli"),
         ("user_id", 101, 101),
     ],
