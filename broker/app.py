@@ -15,9 +15,14 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 
 from broker.core import Broker, system_clock
+from broker.endpoints.introspection import BrokerIntrospectionEndpoint
+from broker.endpoints.revocation import BrokerRevocationEndpoint
+from broker.grants.client_credentials import ClientCredentialsGrant
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
+from broker.grants.token_exchange import TokenExchangeGrant
 from broker.http.routes import routes
+from broker.http.services import routes as service_routes
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
 from broker.store import ClientRecord, Store, StoreError, open_store
@@ -31,6 +36,10 @@ def build_server(broker: Broker) -> BrokerAuthorizationServer:
     server = BrokerAuthorizationServer(broker)
     server.register_grant(PasswordGrant)
     server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_grant(TokenExchangeGrant)
+    server.register_endpoint(BrokerRevocationEndpoint)
+    server.register_endpoint(BrokerIntrospectionEndpoint)
     return server
 
 
@@ -105,7 +114,7 @@ def create_app(
             if own_store:
                 the_store.close()
 
-    return Starlette(routes=list(routes), lifespan=lifespan)
+    return Starlette(routes=[*routes, *service_routes], lifespan=lifespan)
 
 
 def app_from_environment() -> Starlette:
