@@ -23,7 +23,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidRequestError, UnauthorizedClientError
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
-from broker.endpoints.revocation import REFRESH, lookup_order
+from broker.endpoints.revocation import REFRESH, authenticate_401, lookup_order
 from broker.tokens.access import InactiveToken, validate_access_token
 from broker.tokens.claims import REFRESH_TOKEN_TYP, epoch
 
@@ -104,7 +104,7 @@ class BrokerIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
     def create_endpoint_response(self, request: Any) -> tuple[int, Any, list[tuple[str, str]]]:
-        client = self.authenticate_endpoint_client(request)
+        request.client = client = authenticate_401(self, request)
         if client.record.public or not client.record.may_introspect:
             raise UnauthorizedClientError("This client may not introspect tokens.")
         token = request.form.get("token")

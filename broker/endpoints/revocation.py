@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 
+from broker.errors import UnsupportedTokenTypeError
 from broker.events import audit
 from broker.tokens.claims import ACCESS_TOKEN_TYP, REFRESH_TOKEN_TYP
 
@@ -94,8 +96,33 @@ def _refresh(broker: Any, token: str) -> PresentedToken | None:
     )
 
 
+def authenticate_401(endpoint: Any, request: Any) -> Any:
+    """Client authentication where every failure is 401 `invalid_client` (RFC 6749 §5.2
+    allows it; RFC 7662 §2.3 wants it), also for an unknown `client_id` in the body, which
+    Authlib answers with 400."""
+    try:
+        return endpoint.server.authenticate_client(
+            request, endpoint.CLIENT_AUTH_METHODS, endpoint.ENDPOINT_NAME
+        )
+    except InvalidClientError as exc:
+        exc.status_code = 401
+        raise
+
+
 class BrokerRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def authenticate_endpoint_client(self, request: Any) -> Any:
+        request.client = client = authenticate_401(self, request)
+        return client
+
+    def check_params(self, request: Any, client: Any) -> None:
+        hint = request.form.get("token_type_hint")
+        if hint and hint not in self.SUPPORTED_TOKEN_TYPES:
+            raise UnsupportedTokenTypeError(
+                "This server revokes only access_token and refresh_token."
+            )
+        super().check_params(request, client)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> PresentedToken | None:
         return find_token(self.server.broker, token_string, token_type_hint)
