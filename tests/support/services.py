@@ -59,8 +59,10 @@ def header_of(token: str) -> dict[str, Any]:
     return data
 
 
-def login(running: RunningBroker, http: httpx.Client, user: str = "alice") -> dict[str, Any]:
-    response = running.password_grant(http, user)
+def login(
+    running: RunningBroker, http: httpx.Client, user: str = "alice", **extra: str
+) -> dict[str, Any]:
+    response = running.password_grant(http, user, **extra)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
