@@ -48,9 +48,23 @@ def key_rows(broker: Broker) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def rotate_keys(broker: Broker) -> list[tuple[str, str]]:
+def rotate_keys(broker: Broker) -> tuple[list[tuple[str, str]], list[str]]:
+    """Rotate every algorithm; also return warnings for next keys promoted before they
+    were published for a whole JWKS cache period (validators holding a cached JWKS may
+    then refuse new tokens until they refetch, which well-behaved ones do on a new kid)."""
     broker.keys.ensure_keys()
-    return [broker.keys.rotate(alg) for alg in broker.keys.algs]
+    now = broker.now()
+    lead = broker.settings.jwks_max_age
+    warnings = []
+    for record in broker.keys.records():
+        if record.use == "sig" and record.state.value == "next":
+            age = (now - record.created_at).total_seconds()
+            if age < lead:
+                warnings.append(
+                    f"next key {record.kid} was published {int(age)} s ago, less than the "
+                    f"JWKS cache period ({lead} s)"
+                )
+    return [broker.keys.rotate(alg) for alg in broker.keys.algs], warnings
 
 
 def retire_key(broker: Broker, kid: str) -> None:

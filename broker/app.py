@@ -13,19 +13,24 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 
 from broker.core import Broker, system_clock
 from broker.endpoints.introspection import BrokerIntrospectionEndpoint
 from broker.endpoints.revocation import BrokerRevocationEndpoint
+from broker.grants.authorization_code import AuthorizationCodeGrant
 from broker.grants.client_credentials import ClientCredentialsGrant
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
 from broker.grants.token_exchange import TokenExchangeGrant
+from broker.http.browser import browser_routes
+from broker.http.cors import CorsMiddleware
 from broker.http.routes import routes
 from broker.http.services import routes as service_routes
+from broker.http.threads import make_executor
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
-from broker.store import ClientRecord, Store, StoreError, open_store
+from broker.store import ClientRecord, Store, StoreError, StoreUnavailable, open_store
 
 log = logging.getLogger("broker.app")
 
@@ -36,6 +41,7 @@ def build_server(broker: Broker) -> BrokerAuthorizationServer:
     server = BrokerAuthorizationServer(broker)
     server.register_grant(PasswordGrant)
     server.register_grant(RefreshTokenGrant)
+    server.register_grant(AuthorizationCodeGrant)
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(TokenExchangeGrant)
     server.register_endpoint(BrokerRevocationEndpoint)
@@ -89,10 +95,16 @@ def create_app(
         the_store = store if store is not None else open_store(settings.store_url or "")
         the_upstream = upstream if upstream is not None else make_upstream(settings, clock)
         broker = Broker(settings, the_store, the_upstream, clock=clock)
-        await run_in_threadpool(broker.start)
-        for client in seed_clients:
-            if await run_in_threadpool(the_store.get_client, client.client_id) is None:
-                await run_in_threadpool(the_store.put_client, client)
+        app.state.executor = make_executor()
+        try:
+            await run_in_threadpool(broker.start)
+            for client in seed_clients:
+                if await run_in_threadpool(the_store.get_client, client.client_id) is None:
+                    await run_in_threadpool(the_store.put_client, client)
+        except StoreUnavailable:
+            # Start anyway: /readyz says 503 and /token answers temporarily_unavailable
+            # until the store answers; keys load on first use.
+            log.warning("store unreachable at start-up; serving 503 until it answers")
         app.state.broker = broker
         app.state.oauth_server = build_server(broker)
 
@@ -111,10 +123,15 @@ def create_app(
                     await task
             if upstream is None and hasattr(the_upstream, "aclose"):
                 await the_upstream.aclose()
+            app.state.executor.shutdown(wait=True)
             if own_store:
                 the_store.close()
 
-    return Starlette(routes=[*routes, *service_routes], lifespan=lifespan)
+    return Starlette(
+        routes=[*routes, *browser_routes, *service_routes],
+        middleware=[Middleware(CorsMiddleware)],
+        lifespan=lifespan,
+    )
 
 
 def app_from_environment() -> Starlette:

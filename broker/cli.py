@@ -90,7 +90,10 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
     from broker.admin import rotate_keys
 
     broker = _admin_broker(args)
-    for current, nxt in rotate_keys(broker):
+    rotated, warnings = rotate_keys(broker)
+    for warning in warnings:
+        print(f"token-broker: warning: {warning}", file=sys.stderr)
+    for current, nxt in rotated:
         print(f"signing with {current}; next key {nxt} published")
     return 0
 

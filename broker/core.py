@@ -64,8 +64,9 @@ class Broker:
         self.store = store
         self.upstream = upstream
         self.clock = clock
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        # Striped locks: bounded memory whatever the number of sessions; two keys that
+        # share a stripe only queue behind each other, which is harmless.
+        self._locks = [threading.Lock() for _ in range(64)]
         keks = [decode_key(settings.secret_key)] + [decode_key(k) for k in settings.old_secret_keys]
         self.sealer = Sealer(keks)
         longest = max(settings.access_token_ttl, 600)
@@ -384,11 +385,7 @@ class Broker:
             time.sleep(0.05)  # cross-process: the store is the only channel we share
 
     def _custody_lock(self, key: str) -> threading.Lock:
-        with self._locks_guard:
-            lock = self._locks.get(key)
-            if lock is None:
-                lock = self._locks[key] = threading.Lock()
-            return lock
+        return self._locks[hash(key) % len(self._locks)]
 
 
 def _version(record: UpstreamTokenRecord | None) -> int | None:

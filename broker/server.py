@@ -11,6 +11,7 @@ imports Starlette. Store and upstream outages raised inside Authlib callbacks be
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -129,14 +130,27 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
 
 
 class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    CLIENT_CACHE_SECONDS = 5.0
+    """Registry changes (clients add/remove, from any process) apply within this delay;
+    in exchange every token request skips a store read."""
+
     def __init__(self, broker: Broker) -> None:
         super().__init__(scopes_supported=SCOPES_SUPPORTED)
         self.broker = broker
+        self._clients: dict[str, tuple[float, ClientRecord | None]] = {}
 
     def query_client(self, client_id: str) -> OAuthClient | None:
         if not client_id or len(client_id) > 200:
             return None
-        record = self.broker.store.get_client(client_id)
+        now = time.monotonic()
+        cached = self._clients.get(client_id)
+        if cached is not None and now - cached[0] < self.CLIENT_CACHE_SECONDS:
+            record = cached[1]
+        else:
+            record = self.broker.store.get_client(client_id)
+            if len(self._clients) > 1000:  # unknown ids must not grow it without bound
+                self._clients.clear()
+            self._clients[client_id] = (now, record)
         return OAuthClient(record) if record else None
 
     def save_token(self, token: dict[str, Any], request: BrokerRequest) -> None:

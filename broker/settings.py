@@ -119,6 +119,32 @@ class Settings(BaseSettings):
     jwks_max_age: int = Field(300, gt=0)
     """`Cache-Control: max-age` of `/jwks.json`; keys are published at least this long before they sign."""
 
+    # --- browser login (authorization endpoint, login page, SSO) -------------------------------------
+    site_name: str = "ShotGrid"
+    """Name shown on the login page ("Sign in to <site name>")."""
+
+    logo_url: str | None = None
+    """Logo shown above the login form (an https or same-origin URL); none by default."""
+
+    accent_color: str = Field("#2563eb", pattern=r"^#[0-9a-fA-F]{6}$")
+    """Accent colour of the login page (buttons, focus rings), as `#rrggbb`."""
+
+    pat_help_url: str | None = None
+    """Link the login page gives for binding a Personal Access Token (needed on Autodesk Identity cloud sites), e.g. your studio's wiki page; without it the page names the ShotGrid menu to use."""
+
+    login_form_ttl: int = Field(1800, gt=0)
+    """Seconds a rendered login form stays valid (its CSRF token expires after this)."""
+
+    # --- failed-login throttling --------------------------------------------------------------------
+    login_max_failures_per_user: int = Field(5, gt=0)
+    """Failed logins per username within the window before further attempts get 429 (checked before ShotGrid is called)."""
+
+    login_max_failures_per_ip: int = Field(30, gt=0)
+    """Failed logins per client IP within the window before further attempts get 429."""
+
+    login_failure_window: int = Field(900, gt=0)
+    """Length, in seconds, of the failed-login counting window; also the `Retry-After` of a throttled attempt."""
+
     # --- HTTP -------------------------------------------------------------------------------------------
     max_body_bytes: int = Field(64 * 1024, gt=0)
     """Largest request body accepted, in bytes (413 beyond)."""

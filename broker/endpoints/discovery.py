@@ -10,7 +10,7 @@ from typing import Any
 
 from broker.server import SCOPES_SUPPORTED
 
-GRANT_TYPES = ["password", "refresh_token"]
+GRANT_TYPES = ["authorization_code", "password", "refresh_token"]
 GRANT_TYPES += ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
 
 
@@ -18,10 +18,20 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
     algs = sorted({signing_alg, "RS256"})
     doc: dict[str, Any] = {
         "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "end_session_endpoint": f"{issuer}/logout",
         "jwks_uri": f"{issuer}/jwks.json",
         "scopes_supported": SCOPES_SUPPORTED,
         "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
         "grant_types_supported": list(GRANT_TYPES),
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
@@ -50,7 +60,13 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
     }
     doc.update(service_endpoints(issuer, signing_alg))
     if not openid:
-        for key in ("subject_types_supported", "id_token_signing_alg_values_supported"):
+        for key in (
+            "subject_types_supported",
+            "id_token_signing_alg_values_supported",
+            "userinfo_endpoint",
+            "end_session_endpoint",
+            "prompt_values_supported",
+        ):
             doc.pop(key)
     return doc
 

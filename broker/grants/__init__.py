@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -20,10 +22,20 @@ TOKEN_HEADERS = [
 DEFAULT_SCOPE = "profile email"
 
 
+#: The event loop of the request being served, carried into worker threads with the
+#: request's context (`broker.http.threads.run_sync` sets it).
+request_loop: contextvars.ContextVar[asyncio.AbstractEventLoop] = contextvars.ContextVar(
+    "request_loop"
+)
+
+
 def run_async(func: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-    """Run an upstream coroutine from the Authlib worker thread on the server's loop, so
+    """Run an upstream coroutine from an Authlib worker thread on the server's loop, so
     the upstream client's pooled connections are shared by every request."""
-    return anyio.from_thread.run(func, *args)
+    loop = request_loop.get(None)
+    if loop is None:  # an anyio worker thread (run_in_threadpool)
+        return anyio.from_thread.run(func, *args)
+    return asyncio.run_coroutine_threadsafe(func(*args), loop).result()
 
 
 def resolve_scope(requested: str | None, allowed: tuple[str, ...], default: str) -> str:

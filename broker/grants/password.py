@@ -16,9 +16,10 @@ from authlib.oauth2.rfc6749 import (
     grants,
 )
 
-from broker.errors import TemporarilyUnavailableError
+from broker.errors import TemporarilyUnavailableError, TooManyRequestsError
 from broker.events import audit
 from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, resolve_scope, run_async
+from broker.throttle import LoginThrottle
 from broker.upstream import (
     InactiveUser,
     InvalidCredentials,
@@ -51,10 +52,30 @@ MESSAGES = {
 
 
 def upstream_login(grant: Any, username: str, password: str) -> LoginResult:
-    """Shared by the password grant and the login page: map upstream errors to OAuth."""
-    broker = grant.server.broker
+    """The password grant's call of `password_login` (from Authlib's worker thread)."""
     request = grant.request
-    who = {"client_id": getattr(request.client, "client_id", None), "ip": request.client_ip}
+    return password_login(
+        grant.server.broker,
+        username,
+        password,
+        client_id=getattr(request.client, "client_id", None),
+        ip=request.client_ip,
+    )
+
+
+def password_login(
+    broker: Any, username: str, password: str, *, client_id: str | None, ip: str | None
+) -> LoginResult:
+    """Shared by the password grant and the login page: the failed-login throttle (checked
+    before ShotGrid is called), then ShotGrid, with its errors mapped to OAuth errors.
+    Synchronous: call it from a worker thread (the threadpool or Authlib's)."""
+    who: dict[str, Any] = {"client_id": client_id, "ip": ip}
+    throttle = LoginThrottle(broker)
+    try:
+        throttle.check(username, ip)
+    except TooManyRequestsError:
+        audit("login", outcome="throttled", login=username, **who)
+        raise
     try:
         result: LoginResult = run_async(broker.upstream.login, username, password)
     except UpstreamUnavailable:
@@ -64,8 +85,10 @@ def upstream_login(grant: Any, username: str, password: str) -> LoginResult:
             retry_after=5,
         ) from None
     except (InvalidCredentials, InactiveUser, TwoFactorRequired, SsoRequired) as exc:
+        throttle.failed(username, ip)
         audit("login", outcome="failure", login=username, reason=type(exc).__name__, **who)
         raise InvalidGrantError(MESSAGES[type(exc)]) from None
+    throttle.succeeded(username)
     audit("login", user_id=result.identity.user_id, login=result.identity.login, **who)
     return result
 

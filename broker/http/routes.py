@@ -15,6 +15,7 @@ from broker.core import Broker
 from broker.endpoints.discovery import metadata
 from broker.errors import error_body
 from broker.http.oauth import BodyTooLarge, oauth_request, render
+from broker.http.threads import run_sync
 from broker.server import BrokerAuthorizationServer
 from broker.store import StoreUnavailable
 
@@ -54,13 +55,20 @@ async def token(request: Request) -> Response:
         return too_large()
     except OAuth2Error as err:
         return oauth_error(err)
-    result = await run_in_threadpool(_server(request).create_token_response, oreq)
+    result = await run_sync(request, _server(request).create_token_response, oreq)
     return render(result)
 
 
 async def jwks(request: Request) -> Response:
     broker = _broker(request)
-    body = await run_in_threadpool(broker.keys.jwks)
+    try:
+        body = await run_in_threadpool(broker.keys.jwks)
+    except StoreUnavailable:
+        return JSONResponse(
+            error_body("temporarily_unavailable", "The key store is not reachable."),
+            status_code=503,
+            headers={**NO_STORE, "Retry-After": "5"},
+        )
     return JSONResponse(
         body,
         headers={"Cache-Control": f"public, max-age={broker.settings.jwks_max_age}"},

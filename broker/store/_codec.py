@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
-from broker.store.records import SCHEMA_VERSION, ms
+from broker.store.records import SCHEMA_VERSION, UpstreamTokenRecord, ms
 
 R = TypeVar("R")
 
@@ -40,6 +40,16 @@ def to_ms(value: datetime) -> int:
 
 def from_ms(value: int) -> datetime:
     return EPOCH + value * _MS
+
+
+def upstream_gc_at(record: UpstreamTokenRecord) -> datetime | None:
+    """When custody is useless: access expiry without a refresh token, else refresh
+    expiry (never when the upstream did not say when its refresh token expires)."""
+    if record.refresh_token is None:
+        return record.expires_at
+    if record.refresh_expires_at is None:
+        return None
+    return max(record.expires_at, record.refresh_expires_at)
 
 
 def opt_ms(value: datetime | None) -> int | None:

@@ -161,8 +161,11 @@ class KeyManager:
             self._loaded_at = now
 
     def maybe_reload(self) -> None:
-        now = self._clock()
-        if self._loaded_at is None or now - self._loaded_at >= self._reload_interval:
+        if self._loaded_at is None:
+            # Never loaded (the store was down at start-up): bootstrap now.
+            self.ensure_keys()
+            return
+        if self._clock() - self._loaded_at >= self._reload_interval:
             self.reload()
 
     # --- queries --------------------------------------------------------------------------------

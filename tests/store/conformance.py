@@ -8,6 +8,7 @@ sleeps. The races start their threads behind a barrier so the calls really overl
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,15 +39,24 @@ GRACE = timedelta(seconds=30)
 
 
 def race(n: int, fn: Callable[[int], T]) -> list[T]:
-    """Run fn(0..n-1) in n threads released together; re-raise the first failure."""
+    """Run fn(0..n-1) in n threads released together; re-raise the first failure.
+
+    The interpreter switches threads every microsecond meanwhile (not every 5 ms), so a
+    read-then-write in Python really gets interleaved: a broken CAS fails these tests.
+    """
     barrier = threading.Barrier(n)
 
     def run(i: int) -> T:
         barrier.wait(timeout=10)
         return fn(i)
 
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(run, range(n)))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            return list(pool.map(run, range(n)))
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def make_session(now: datetime, sid: str = "sid-1", **kw: Any) -> SessionRecord:
@@ -356,21 +366,30 @@ class StoreConformance:
         assert store.get_family("fam-1") == family_before
 
     def test_race_rotation_one_winner(self, store: Store, now: datetime) -> None:
+        """20 threads rotate one parent: one ROTATED, 19 GRACE with the same successor.
+        Ten rounds down the chain, to give a broken CAS many chances to show."""
         self.require_concurrency()
         self.setup_rotation(store, now)
-        results = race(
-            20, lambda i: store.rotate_refresh_token("rt-0", make_token(now, f"s-{i}"), now, GRACE)
-        )
-        statuses = [r.status for r in results]
-        assert statuses.count(RotationStatus.ROTATED) == 1
-        assert statuses.count(RotationStatus.GRACE) == 19
-        winner = next(r for r in results if r.status is RotationStatus.ROTATED)
-        assert all(r.successor == winner.successor for r in results)
-        parent = store.get_refresh_token("rt-0")
-        assert winner.successor is not None and parent is not None
-        assert parent.successor_jti == winner.successor.jti
-        losers = [f"s-{i}" for i in range(20) if f"s-{i}" != winner.successor.jti]
-        assert all(store.get_refresh_token(j) is None for j in losers)
+        parent_jti = "rt-0"
+        for rnd in range(10):
+            at = now + rnd * S
+            results = race(
+                20,
+                lambda i, p=parent_jti, at=at, rnd=rnd: store.rotate_refresh_token(
+                    p, make_token(at, f"s{rnd}-{i}"), at, GRACE
+                ),
+            )
+            statuses = [r.status for r in results]
+            assert statuses.count(RotationStatus.ROTATED) == 1, statuses
+            assert statuses.count(RotationStatus.GRACE) == 19, statuses
+            winner = next(r for r in results if r.status is RotationStatus.ROTATED)
+            assert winner.successor is not None
+            assert all(r.successor == winner.successor for r in results)
+            parent = store.get_refresh_token(parent_jti)
+            assert parent is not None and parent.successor_jti == winner.successor.jti
+            losers = [f"s{rnd}-{i}" for i in range(20) if f"s{rnd}-{i}" != winner.successor.jti]
+            assert all(store.get_refresh_token(j) is None for j in losers)
+            parent_jti = winner.successor.jti
 
     # --- keys ------------------------------------------------------------------------------
     def test_keys_list_promote_retire_drop(self, store: Store, now: datetime) -> None:
@@ -420,14 +439,23 @@ class StoreConformance:
         self.require_concurrency()
         store.add_key(make_key(now, "cur", KeyState.CURRENT))
         store.add_key(make_key(now, "nxt", KeyState.NEXT))
-        results = race(
-            8,
-            lambda i: store.promote_key("cur", "nxt", make_key(now, f"n-{i}", KeyState.NEXT), now),
-        )
-        assert results.count(True) == 1
-        states = sorted((k.kid, k.state.value) for k in store.list_keys())
-        winner = f"n-{results.index(True)}"
-        assert states == sorted([("cur", "retired"), ("nxt", "current"), (winner, "next")])
+        current, upcoming = "cur", "nxt"
+        for rnd in range(5):
+            results = race(
+                8,
+                lambda i, c=current, n=upcoming, rnd=rnd: store.promote_key(
+                    c, n, make_key(now, f"n{rnd}-{i}", KeyState.NEXT), now
+                ),
+            )
+            assert results.count(True) == 1, results
+            winner = f"n{rnd}-{results.index(True)}"
+            states = {k.kid: k.state for k in store.list_keys()}
+            assert states[current] is KeyState.RETIRED
+            assert states[upcoming] is KeyState.CURRENT
+            assert states[winner] is KeyState.NEXT
+            assert sum(s is KeyState.CURRENT for s in states.values()) == 1
+            assert sum(s is KeyState.NEXT for s in states.values()) == 1
+            current, upcoming = upcoming, winner
 
     def test_bootstrap_keys(self, store: Store, now: datetime) -> None:
         first = [
@@ -495,18 +523,18 @@ class StoreConformance:
         self.require_concurrency()
         record = make_upstream(now, version=5)
         store.put_upstream_tokens(record)
-        results = race(
-            10,
-            lambda i: store.swap_upstream_tokens(
-                5, dataclasses.replace(record, access_token=f"a{i}".encode(), version=6)
-            ),
-        )
-        assert results.count(True) == 1
-        stored = store.get_upstream_tokens(record.key)
-        assert stored is not None and stored.version == 6
-        assert stored.access_token == f"a{results.index(True)}".encode()
+        for version in range(5, 10):
+            results = race(
+                10,
+                lambda i, v=version: store.swap_upstream_tokens(
+                    v, dataclasses.replace(record, access_token=f"{v}-{i}".encode(), version=v + 1)
+                ),
+            )
+            assert results.count(True) == 1, results
+            stored = store.get_upstream_tokens(record.key)
+            assert stored is not None and stored.version == version + 1
+            assert stored.access_token == f"{version}-{results.index(True)}".encode()
 
-    # --- leases ------------------------------------------------------------------------------
     def test_leases(self, store: Store, now: datetime) -> None:
         ttl = 30 * S
         assert store.try_lease("refresh:x", "A", now, ttl) is True
@@ -523,10 +551,12 @@ class StoreConformance:
 
     def test_race_lease_one_owner(self, store: Store, now: datetime) -> None:
         self.require_concurrency()
-        results = race(10, lambda i: store.try_lease("job", f"owner-{i}", now, 30 * S))
-        assert results.count(True) == 1
+        for rnd in range(5):
+            name = f"job-{rnd}"
+            store.try_lease(name, "old", now - H, 30 * S)  # an expired lease to take over
+            results = race(10, lambda i, name=name: store.try_lease(name, f"o-{i}", now, 30 * S))
+            assert results.count(True) == 1, results
 
-    # --- codes -------------------------------------------------------------------------------
     def test_codes(self, store: Store, now: datetime) -> None:
         code = make_code(now)
         store.create_code(code)
@@ -548,14 +578,17 @@ class StoreConformance:
 
     def test_race_redeem_code_once(self, store: Store, now: datetime) -> None:
         self.require_concurrency()
-        store.create_code(make_code(now))
-        results = race(
-            10, lambda i: store.redeem_code("code-1", now + i * timedelta(milliseconds=1))
-        )
-        assert [ok for _, ok in results].count(True) == 1
-        assert all(record is not None for record, _ in results)
+        for rnd in range(5):
+            store.create_code(make_code(now, f"code-{rnd}"))
+            results = race(
+                10,
+                lambda i, rnd=rnd: store.redeem_code(
+                    f"code-{rnd}", now + i * timedelta(milliseconds=1)
+                ),
+            )
+            assert [ok for _, ok in results].count(True) == 1, results
+            assert all(record is not None for record, _ in results)
 
-    # --- counters ----------------------------------------------------------------------------
     def test_counters_window(self, store: Store, now: datetime) -> None:
         window = 60 * S
         assert store.get_counter("ip:1", now, window) == 0

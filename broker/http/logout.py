@@ -1,0 +1,170 @@
+"""`GET|POST /logout`: OpenID Connect RP-Initiated Logout 1.0 (the `end_session_endpoint`).
+
+With a valid `id_token_hint` (an ID token we signed; expired ones are accepted, §2) the
+session it names ends at once: the session is revoked with every refresh family under it,
+so the access tokens of those families go inactive too. Without one, the user is asked to
+confirm on a page whose form carries a CSRF token, so a cross-site link cannot sign anyone
+out silently. `post_logout_redirect_uri` must be registered for the client (loopback URIs:
+any port, RFC 8252 §7.3); an unregistered one is an error page, never a redirect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker.core import Broker
+from broker.endpoints.authorization import with_query
+from broker.events import audit
+from broker.http import pages
+from broker.http.oauth import BodyTooLarge, client_ip, parse_pairs, read_form, reject_duplicates
+from broker.redirects import redirect_uri_allowed
+from broker.store import ClientRecord, StoreUnavailable
+
+CSRF_PURPOSE = "logout"
+
+
+class LogoutError(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutRequest:
+    client: ClientRecord | None
+    hint: dict[str, Any] | None
+    redirect_uri: str | None
+    state: str | None
+
+    @property
+    def hidden(self) -> tuple[tuple[str, str], ...]:
+        """What the confirmation form carries through (only validated values)."""
+        pairs = [
+            ("client_id", self.client.client_id if self.client else None),
+            ("post_logout_redirect_uri", self.redirect_uri),
+            ("state", self.state),
+        ]
+        return tuple((k, v) for k, v in pairs if v)
+
+
+def _verify_hint(broker: Broker, hint: str) -> dict[str, Any] | None:
+    try:
+        claims = broker.keys.verify(hint, use="sig", typ="JWT")
+    except ValueError:
+        return None
+    if claims.get("iss") != broker.issuer or not isinstance(claims.get("aud"), str):
+        return None
+    return claims
+
+
+def resolve(broker: Broker, params: dict[str, str]) -> LogoutRequest:
+    """Validate the logout request (synchronous: key and store reads)."""
+    store = broker.store
+    hint_text = params.get("id_token_hint")
+    hint = _verify_hint(broker, hint_text) if hint_text else None
+    client_id = params.get("client_id") or None
+    if hint is not None:
+        if client_id is not None and client_id != hint["aud"]:
+            raise LogoutError("invalid_request", "'client_id' does not match the ID token.")
+        client_id = hint["aud"]
+    client = store.get_client(client_id) if client_id and len(client_id) <= 200 else None
+    if client_id is not None and client is None:
+        raise LogoutError("invalid_client", "Unknown client.")
+    redirect_uri = params.get("post_logout_redirect_uri") or None
+    if redirect_uri is not None:
+        if client is None:
+            raise LogoutError(
+                "invalid_request",
+                "'post_logout_redirect_uri' needs 'client_id' or 'id_token_hint'.",
+            )
+        if not redirect_uri_allowed(redirect_uri, client.post_logout_redirect_uris):
+            raise LogoutError(
+                "invalid_request",
+                "The 'post_logout_redirect_uri' is not registered for this client.",
+            )
+    state = params.get("state") or None
+    if state is not None and len(state) > 1024:
+        raise LogoutError("invalid_request", "'state' is too long.")
+    return LogoutRequest(client, hint, redirect_uri, state)
+
+
+def end_session(broker: Broker, sid: str, why: str) -> None:
+    if broker.store.revoke_session(sid, broker.now(), "logout"):
+        broker.store.delete_upstream_tokens(f"session:{sid}")
+        audit("logout", sid=sid, reason=why)
+
+
+def _done(broker: Broker, lreq: LogoutRequest) -> Response:
+    if lreq.redirect_uri:
+        response: Response = pages.redirect(with_query(lreq.redirect_uri, {"state": lreq.state}))
+    else:
+        response = pages.page(broker, "logged_out.html", {})
+    pages.clear_session_cookie(broker, response)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    broker: Broker = request.app.state.broker
+    try:
+        if request.method == "POST":
+            pairs = await read_form(request, broker.settings.max_body_bytes)
+        else:
+            pairs = parse_pairs(request.url.query, what="query string")
+            reject_duplicates(pairs)
+    except BodyTooLarge:
+        return pages.error_page(broker, "invalid_request", "The request is too large.", 413)
+    except OAuth2Error as err:
+        return pages.error_page(broker, err.error, err.description or "Malformed request.")
+    params = dict(pairs)
+    try:
+        lreq = await run_in_threadpool(resolve, broker, params)
+        session = await run_in_threadpool(pages.read_session, broker, request)
+        if lreq.hint is not None:
+            sid = lreq.hint.get("sid")
+            if isinstance(sid, str):
+                await run_in_threadpool(end_session, broker, sid, "id_token_hint")
+            if session is not None and session.sid != sid:
+                # The browser is signed in as another session than the hint names: keep it
+                # (and its cookie); only the hinted sign-in ends.
+                response: Response = (
+                    pages.redirect(with_query(lreq.redirect_uri, {"state": lreq.state}))
+                    if lreq.redirect_uri
+                    else pages.page(broker, "logged_out.html", {})
+                )
+                return response
+            return _done(broker, lreq)
+        confirmed = request.method == "POST" and params.get("confirm") == "yes"
+        if confirmed and pages.csrf_ok(
+            broker, request, params.get("csrf_token"), CSRF_PURPOSE, lreq.hidden
+        ):
+            if session is not None:
+                await run_in_threadpool(end_session, broker, session.sid, "confirmed")
+            return _done(broker, lreq)
+        cookie = pages.csrf_cookie_value(broker, request)
+        token = pages.csrf_token(broker, cookie, CSRF_PURPOSE, lreq.hidden)
+        response = pages.page(
+            broker,
+            "logout.html",
+            {
+                "client_name": (lreq.client.name or lreq.client.client_id) if lreq.client else None,
+                "hidden": lreq.hidden,
+                "csrf_token": token,
+            },
+            form_targets=pages.form_targets_for(lreq.redirect_uri),
+        )
+        pages.set_csrf_cookie(broker, response, cookie)
+        audit("logout_confirm_shown", ip=client_ip(request))
+        return response
+    except LogoutError as err:
+        return pages.error_page(broker, err.error, err.description)
+    except StoreUnavailable:
+        return pages.error_page(
+            broker, "temporarily_unavailable", "The token store is not reachable.", 503
+        )

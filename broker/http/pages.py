@@ -1,0 +1,210 @@
+"""HTML pages the broker shows a person (login, errors, logout) and what they share:
+the Jinja2 environment, security headers, cookies and CSRF tokens.
+
+CSRF (OWASP double-submit, signed): a random value in an HttpOnly cookie, and in the
+form an HMAC over that value, an expiry and the exact request the form belongs to, keyed
+from the broker's secret key so every process can check a form another rendered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from broker.core import Broker
+from broker.redirects import origin_of
+from broker.settings import decode_key
+from broker.store import SessionRecord
+from broker.tokens.secrets import sha256_b64
+
+HERE = Path(__file__).parent
+TEMPLATES = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+STATIC = HERE / "static"
+
+
+def secure(broker: Broker) -> bool:
+    return broker.issuer.startswith("https://")
+
+
+def session_cookie_name(broker: Broker) -> str:
+    """`__Host-` whenever the issuer is https (the prefix needs Secure, Path=/, no Domain)."""
+    return "__Host-broker_session" if secure(broker) else "broker_session"
+
+
+def csrf_cookie_name(broker: Broker) -> str:
+    return "__Host-broker_csrf" if secure(broker) else "broker_csrf"
+
+
+def security_headers(form_targets: Iterable[str] = ()) -> dict[str, str]:
+    """Headers of every page. `form_targets` are origins a form on the page may end up at:
+    Chromium applies `form-action` to the redirects after a submit too, so the client's
+    redirect origin must be listed for the login form to complete."""
+    targets = " ".join(["'self'", *sorted(set(form_targets))])
+    return {
+        "Content-Security-Policy": (
+            "default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
+            f"form-action {targets}; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+        "Pragma": "no-cache",
+    }
+
+
+def page(
+    broker: Broker,
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    status: int = 200,
+    form_targets: Iterable[str] = (),
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    settings = broker.settings
+    html = TEMPLATES.get_template(template).render(
+        issuer=broker.issuer,
+        site_name=settings.site_name,
+        logo_url=settings.logo_url,
+        pat_help_url=settings.pat_help_url,
+        **context,
+    )
+    all_headers = security_headers(form_targets)
+    all_headers.update(headers or {})
+    return HTMLResponse(html, status_code=status, headers=all_headers)
+
+
+def error_page(broker: Broker, error: str, description: str, status: int = 400) -> HTMLResponse:
+    return page(
+        broker,
+        "error.html",
+        {"error": error, "description": description},
+        status=status,
+    )
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(
+        url, status_code=302, headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+    )
+
+
+def form_targets_for(uri: str | None) -> list[str]:
+    origin = origin_of(uri) if uri else None
+    return [origin] if origin else []
+
+
+# --- SSO session cookie ----------------------------------------------------------------------
+def new_session_cookie() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def read_session(broker: Broker, request: Request) -> SessionRecord | None:
+    """The live SSO session named by the cookie, else None. Synchronous (store read)."""
+    value = request.cookies.get(session_cookie_name(broker))
+    if not value or len(value) > 256:
+        return None
+    session = broker.store.get_session_by_cookie(sha256_b64(value))
+    if session is None or session.revoked or session.expires_at <= broker.now():
+        return None
+    return session
+
+
+def set_session_cookie(
+    broker: Broker, response: Response, value: str, session: SessionRecord
+) -> None:
+    max_age = max(0, int((session.expires_at - broker.now()).total_seconds()))
+    response.set_cookie(
+        session_cookie_name(broker),
+        value,
+        max_age=max_age,
+        path="/",
+        secure=secure(broker),
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def clear_session_cookie(broker: Broker, response: Response) -> None:
+    response.delete_cookie(
+        session_cookie_name(broker),
+        path="/",
+        secure=secure(broker),
+        httponly=True,
+        samesite="lax",
+    )
+
+
+# --- CSRF ------------------------------------------------------------------------------------
+def _csrf_key(broker: Broker) -> bytes:
+    assert broker.settings.secret_key is not None
+    return hmac.new(decode_key(broker.settings.secret_key), b"broker csrf v1", "sha256").digest()
+
+
+def _binding(purpose: str, params: Iterable[tuple[str, str]]) -> bytes:
+    return json.dumps([purpose, sorted(params)], separators=(",", ":")).encode()
+
+
+def csrf_cookie_value(broker: Broker, request: Request) -> str:
+    """The browser's CSRF cookie if it has a sane one (kept so two open tabs both work)."""
+    value = request.cookies.get(csrf_cookie_name(broker), "")
+    if 20 <= len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum():
+        return value
+    return secrets.token_urlsafe(24)
+
+
+def csrf_token(broker: Broker, cookie: str, purpose: str, params: Iterable[tuple[str, str]]) -> str:
+    expires = int(broker.now().timestamp()) + broker.settings.login_form_ttl
+    mac = hmac.new(_csrf_key(broker), digestmod=hashlib.sha256)
+    mac.update(f"{cookie}|{expires}|".encode())
+    mac.update(_binding(purpose, params))
+    sig = base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+    return f"{expires}.{sig}"
+
+
+def csrf_ok(
+    broker: Broker,
+    request: Request,
+    token: str | None,
+    purpose: str,
+    params: Iterable[tuple[str, str]],
+) -> bool:
+    cookie = request.cookies.get(csrf_cookie_name(broker))
+    if not cookie or not token or "." not in token or len(token) > 200:
+        return False
+    expires_text, sig = token.split(".", 1)
+    if not expires_text.isdigit() or int(expires_text) < broker.now().timestamp():
+        return False
+    mac = hmac.new(_csrf_key(broker), digestmod=hashlib.sha256)
+    mac.update(f"{cookie}|{expires_text}|".encode())
+    mac.update(_binding(purpose, params))
+    expected = base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+    return hmac.compare_digest(expected, sig)
+
+
+def set_csrf_cookie(broker: Broker, response: Response, value: str) -> None:
+    response.set_cookie(
+        csrf_cookie_name(broker),
+        value,
+        max_age=broker.settings.login_form_ttl,
+        path="/",
+        secure=secure(broker),
+        httponly=True,
+        samesite="lax",
+    )

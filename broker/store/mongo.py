@@ -1,0 +1,596 @@
+"""MongoDB backend: one collection per record type, the natural key as `_id`.
+
+URL: `mongodb://…/dbname?…` or `mongodb+srv://…`; the database defaults to `token_broker`.
+Every URL option (TLS, replicaSet, readPreference, w, timeouts) passes through untouched;
+the broker only supplies defaults for what the URL leaves out (majority writes, retryable
+writes, bounded timeouts so an unreachable server fails fast with StoreUnavailable).
+
+Safety rests on single-document compare-and-swap: every contested step is ONE conditional
+`find_one_and_update`/`update_one` on the state that decides (never read-then-write), and
+any second write that follows it is idempotent, so a crash between the two leaves nothing
+a retry cannot finish. No multi-document transactions: they need a replica set, and no
+step needs one under this design (see `rotate_refresh_token`, `promote_key`,
+`bootstrap_keys`). Documents carry `schema` and, when they expire, `expire_at` under a TTL
+index; TTL deletion is late (about once a minute), so every read checks expiry itself.
+Indexes are created on first use rather than at construction, so a broker can start while
+the database is down and answer 503 until it comes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pymongo
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from broker.store import AlreadyExists, StoreError, StoreUnavailable, register_backend
+from broker.store._codec import StoredFormError, from_doc, to_doc, upstream_gc_at
+from broker.store.records import (
+    SCHEMA_VERSION,
+    AuthCodeRecord,
+    ClientRecord,
+    FamilyRecord,
+    KeyRecord,
+    KeyState,
+    RefreshTokenRecord,
+    RotationResult,
+    RotationStatus,
+    SessionRecord,
+    UpstreamTokenRecord,
+    ms,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+DEFAULT_DATABASE = "token_broker"
+# Applied only when the URL does not set them (keys compared case-insensitively).
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "retryWrites": True,
+    "w": "majority",
+    "serverSelectionTimeoutMS": 5000,
+    "connectTimeoutMS": 5000,
+    "socketTimeoutMS": 10000,
+}
+_EXPIRING = (
+    "sessions",
+    "families",
+    "refresh_tokens",
+    "codes",
+    "counters",
+    "denylist",
+    "upstream_tokens",
+    "leases",
+    "keys",
+)
+
+
+def _database_name(url: str) -> str:
+    path = urlsplit(url).path.lstrip("/")
+    return unquote(path) or DEFAULT_DATABASE
+
+
+def _client_options(url: str) -> dict[str, Any]:
+    given = {k.lower() for k, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    return {k: v for k, v in DEFAULT_OPTIONS.items() if k.lower() not in given}
+
+
+def _unavailable(exc: PyMongoError) -> bool:
+    return isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError) or exc.timeout
+
+
+def _guard(fn: Callable[P, T]) -> Callable[P, T]:
+    """Ensure the indexes exist, and map driver failures to the store's error tree."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            store = args[0]
+            assert isinstance(store, MongoStore)
+            store._ensure_ready()
+            return fn(*args, **kwargs)
+        except PyMongoError as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(f"mongodb: {exc}") from exc
+            raise
+        except StoredFormError as exc:
+            raise StoreError(str(exc)) from exc
+
+    return wrapper
+
+
+def _guard_all(cls: type[T]) -> type[T]:
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_") and name != "close":
+            setattr(cls, name, _guard(value))
+    return cls
+
+
+def _doc(record: Any, key: str, expire_at: datetime | None = None) -> Doc:
+    doc = to_doc(record)
+    doc["_id"] = doc[key]
+    doc["expire_at"] = expire_at
+    return doc
+
+
+def _key_doc(key: KeyRecord) -> Doc:
+    dropping = key.state is KeyState.RETIRED and key.drop_after is not None
+    return _doc(key, "kid", key.drop_after if dropping else None)
+
+
+def _opt(cls: type[T], doc: Mapping[str, Any] | None) -> T | None:
+    return None if doc is None else from_doc(cls, doc)
+
+
+@_guard_all
+class MongoStore:
+    def __init__(self, url: str, *, client: Any = None) -> None:
+        self._owns_client = client is None
+        if client is None:
+            try:
+                client = pymongo.MongoClient(url, tz_aware=True, **_client_options(url))
+            except ConfigurationError as exc:
+                raise StoreError(f"mongodb: bad store URL: {exc}") from exc
+        self._client = client
+        self._db: Database[Doc] = client[_database_name(url)]
+        c = self._db
+        self._clients: Collection[Doc] = c["clients"]
+        self._sessions: Collection[Doc] = c["sessions"]
+        self._families: Collection[Doc] = c["families"]
+        self._tokens: Collection[Doc] = c["refresh_tokens"]
+        self._keys: Collection[Doc] = c["keys"]
+        self._meta: Collection[Doc] = c["meta"]
+        self._upstream: Collection[Doc] = c["upstream_tokens"]
+        self._leases: Collection[Doc] = c["leases"]
+        self._codes: Collection[Doc] = c["codes"]
+        self._counters: Collection[Doc] = c["counters"]
+        self._denylist: Collection[Doc] = c["denylist"]
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            # create_index is idempotent; _id already indexes every natural key uniquely.
+            self._sessions.create_index(
+                "cookie_hash",
+                name="cookie_hash_unique",
+                unique=True,
+                partialFilterExpression={"cookie_hash": {"$type": "string"}},
+            )
+            self._families.create_index("sid", name="sid")
+            self._tokens.create_index("family_id", name="family_id")
+            self._keys.create_index("use", name="use")
+            for name in _EXPIRING:
+                self._db[name].create_index("expire_at", name="ttl", expireAfterSeconds=0)
+            self._ready = True
+
+    @staticmethod
+    def _insert(collection: Collection[Doc], doc: Doc) -> None:
+        try:
+            collection.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise AlreadyExists(f"{collection.name}: {doc['_id']!r} already stored") from exc
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def ping(self) -> None:
+        self._db.command("ping")
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def gc(self, now: datetime) -> int:
+        now = ms(now)
+        sids = [d["_id"] for d in self._sessions.find({"expires_at": {"$lte": now}}, {"_id": 1})]
+        fids = [
+            d["_id"]
+            for d in self._families.find(
+                {"$or": [{"expires_at": {"$lte": now}}, {"sid": {"$in": sids}}]}, {"_id": 1}
+            )
+        ]
+        removed = self._tokens.delete_many(
+            {"$or": [{"expires_at": {"$lte": now}}, {"family_id": {"$in": fids}}]}
+        ).deleted_count
+        removed += self._families.delete_many({"_id": {"$in": fids}}).deleted_count
+        removed += self._sessions.delete_many({"_id": {"$in": sids}}).deleted_count
+        for collection in (self._codes, self._counters, self._denylist, self._leases):
+            removed += collection.delete_many({"expires_at": {"$lte": now}}).deleted_count
+        removed += self._upstream.delete_many({"expire_at": {"$lte": now}}).deleted_count
+        removed += self._keys.delete_many(
+            {"state": KeyState.RETIRED.value, "drop_after": {"$lte": now}}
+        ).deleted_count
+        return removed
+
+    # --- clients -------------------------------------------------------------------------
+    def put_client(self, client: ClientRecord) -> None:
+        doc = _doc(client, "client_id")
+        del doc["expire_at"]
+        self._clients.replace_one({"_id": client.client_id}, doc, upsert=True)
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        return _opt(ClientRecord, self._clients.find_one({"_id": client_id}))
+
+    def list_clients(self) -> list[ClientRecord]:
+        return [from_doc(ClientRecord, d) for d in self._clients.find().sort("_id", 1)]
+
+    def delete_client(self, client_id: str) -> bool:
+        return self._clients.delete_one({"_id": client_id}).deleted_count > 0
+
+    # --- sessions ------------------------------------------------------------------------
+    def create_session(self, session: SessionRecord) -> None:
+        self._insert(self._sessions, _doc(session, "sid", session.expires_at))
+
+    def get_session(self, sid: str) -> SessionRecord | None:
+        return _opt(SessionRecord, self._sessions.find_one({"_id": sid}))
+
+    def get_session_by_cookie(self, cookie_hash: str) -> SessionRecord | None:
+        return _opt(SessionRecord, self._sessions.find_one({"cookie_hash": cookie_hash}))
+
+    def mark_session_checked(self, sid: str, at: datetime) -> None:
+        self._sessions.update_one({"_id": sid}, {"$max": {"last_checked_at": ms(at)}})
+
+    def revoke_session(self, sid: str, at: datetime, reason: str) -> bool:
+        at = ms(at)
+        won = self._sessions.update_one(
+            {"_id": sid, "revoked_at": None}, {"$set": {"revoked_at": at}}
+        ).modified_count
+        # The revoked session already makes every rotation under it INVALID; revoking the
+        # families too is idempotent and runs even when the session was already revoked,
+        # so a crash between the two writes is repaired by the next call.
+        self._families.update_many(
+            {"sid": sid, "revoked_at": None},
+            {"$set": {"revoked_at": at, "revoked_reason": reason}},
+        )
+        return won > 0
+
+    # --- refresh families and tokens -------------------------------------------------------
+    def create_family(self, family: FamilyRecord, first: RefreshTokenRecord) -> None:
+        if first.family_id != family.family_id:
+            raise ValueError("the first token belongs to another family")
+        self._insert(self._families, _doc(family, "family_id", family.expires_at))
+        try:
+            self._insert(self._tokens, _doc(first, "jti", first.expires_at))
+        except AlreadyExists:
+            self._families.delete_one({"_id": family.family_id})
+            raise
+        # A crash between the two inserts leaves a family without tokens: unusable, and
+        # removed by TTL/gc at its expiry.
+
+    def get_family(self, family_id: str) -> FamilyRecord | None:
+        return _opt(FamilyRecord, self._families.find_one({"_id": family_id}))
+
+    def list_families(self, sid: str) -> list[FamilyRecord]:
+        cursor = self._families.find({"sid": sid}).sort([("created_at", 1), ("_id", 1)])
+        return [from_doc(FamilyRecord, d) for d in cursor]
+
+    def revoke_family(self, family_id: str, at: datetime, reason: str) -> bool:
+        result = self._families.update_one(
+            {"_id": family_id, "revoked_at": None},
+            {"$set": {"revoked_at": ms(at), "revoked_reason": reason}},
+        )
+        return result.modified_count > 0
+
+    def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None:
+        return _opt(RefreshTokenRecord, self._tokens.find_one({"_id": jti}))
+
+    def rotate_refresh_token(
+        self,
+        parent_jti: str,
+        successor: RefreshTokenRecord,
+        now: datetime,
+        grace: timedelta,
+    ) -> RotationResult:
+        """The single-document CAS on the parent decides; the successor is embedded in the
+        parent by that same write, so the insert that follows is idempotent and a GRACE
+        caller can finish it if the winner crashed (or has not got there yet)."""
+        now = ms(now)
+        invalid = RotationResult(RotationStatus.INVALID)
+        parent = self._tokens.find_one({"_id": parent_jti})
+        if parent is None or parent["expires_at"] <= now:
+            return invalid
+        fam_doc = self._families.find_one({"_id": parent["family_id"]})
+        if fam_doc is None or fam_doc.get("revoked_at") or fam_doc["expires_at"] <= now:
+            return invalid
+        session = self._sessions.find_one(
+            {"_id": fam_doc["sid"]}, {"revoked_at": 1, "expires_at": 1}
+        )
+        if session is None or session.get("revoked_at") or session["expires_at"] <= now:
+            return invalid
+        family = from_doc(FamilyRecord, fam_doc)
+
+        if parent.get("used_at") is None:
+            if successor.family_id != family.family_id:
+                raise ValueError("the successor belongs to another family")
+            succ_doc = _doc(successor, "jti", successor.expires_at)
+            won = self._tokens.find_one_and_update(
+                {"_id": parent_jti, "used_at": None, "expires_at": {"$gt": now}},
+                {"$set": {"used_at": now, "successor_jti": successor.jti, "successor": succ_doc}},
+                projection={"_id": 1},
+            )
+            if won is not None:
+                self._materialise(succ_doc)
+                return RotationResult(RotationStatus.ROTATED, successor, family)
+            parent = self._tokens.find_one({"_id": parent_jti})
+            if parent is None or parent.get("used_at") is None:
+                return invalid  # expired or removed meanwhile
+
+        if now - parent["used_at"] <= grace:
+            earlier = self._tokens.find_one({"_id": parent.get("successor_jti")})
+            if earlier is None and parent.get("successor") is not None:
+                earlier = self._materialise(parent["successor"])
+            if earlier is not None and earlier.get("used_at") is None:
+                return RotationResult(
+                    RotationStatus.GRACE, from_doc(RefreshTokenRecord, earlier), family
+                )
+        self._families.update_one(
+            {"_id": family.family_id, "revoked_at": None},
+            {"$set": {"revoked_at": now, "revoked_reason": "reuse"}},
+        )
+        revoked = self._families.find_one({"_id": family.family_id})
+        return RotationResult(RotationStatus.REUSED, None, _opt(FamilyRecord, revoked) or family)
+
+    def _materialise(self, succ_doc: Doc) -> Doc:
+        """Insert the successor if absent (idempotent); return it as stored."""
+        self._tokens.update_one({"_id": succ_doc["_id"]}, {"$setOnInsert": succ_doc}, upsert=True)
+        stored = self._tokens.find_one({"_id": succ_doc["_id"]})
+        return stored if stored is not None else succ_doc
+
+    # --- signing keys --------------------------------------------------------------------
+    def list_keys(self) -> list[KeyRecord]:
+        cursor = self._keys.find().sort([("created_at", 1), ("_id", 1)])
+        return [from_doc(KeyRecord, d) for d in cursor]
+
+    def bootstrap_keys(self, keys: list[KeyRecord]) -> list[KeyRecord]:
+        """Per `use`, the first process to insert the marker document `bootstrap:<use>`
+        (holding its whole key set) wins. Until the marker is marked complete, every
+        caller upserts the marker's keys with $setOnInsert before answering, so no one
+        returns a half-written set and the set is finished even if the winner died half
+        way. A complete marker is never replayed (keys dropped later stay dropped)."""
+        for use in dict.fromkeys(k.use for k in keys):
+            marker_id = f"bootstrap:{use}"
+            marker = self._meta.find_one({"_id": marker_id})
+            if marker is None:
+                if self._keys.find_one(self._use_filter(use), {"_id": 1}) is not None:
+                    continue  # keys of this use were added without bootstrap
+                proposal = [_key_doc(k) for k in keys if k.use == use]
+                with contextlib.suppress(DuplicateKeyError):  # another process proposed first
+                    self._meta.insert_one(
+                        {
+                            "_id": marker_id,
+                            "keys": proposal,
+                            "complete": False,
+                            "schema": SCHEMA_VERSION,
+                        }
+                    )
+                marker = self._meta.find_one({"_id": marker_id})
+            if marker is None or marker.get("complete"):
+                continue
+            for doc in marker["keys"]:
+                with contextlib.suppress(DuplicateKeyError):  # a concurrent upsert, same kid
+                    self._keys.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+            self._meta.update_one({"_id": marker_id}, {"$set": {"complete": True}})
+        return self.list_keys()
+
+    @staticmethod
+    def _use_filter(use: str) -> Doc:
+        # Documents from before `use` existed are signing keys.
+        return {"use": use} if use != "sig" else {"use": {"$in": ["sig", None]}}
+
+    def add_key(self, key: KeyRecord) -> None:
+        self._insert(self._keys, _key_doc(key))
+
+    def promote_key(
+        self, expected_current: str | None, next_kid: str, new_next: KeyRecord, at: datetime
+    ) -> bool:
+        """The CAS is NEXT -> CURRENT on `next_kid`: of concurrent promoters only one flips
+        it. The expectation on the current key is checked before (a promoter reads current
+        and next together, so a stale one also names a next key that is no longer NEXT);
+        retiring the old key and inserting `new_next` after the CAS are idempotent."""
+        at = ms(at)
+        nxt = _opt(KeyRecord, self._keys.find_one({"_id": next_kid}))
+        if nxt is None or nxt.state is not KeyState.NEXT:
+            return False
+        currents = [
+            d["_id"]
+            for d in self._keys.find(
+                {**self._use_filter(nxt.use), "state": KeyState.CURRENT.value}, {"_id": 1}
+            )
+        ]
+        if (expected_current is None and currents) or (
+            expected_current is not None and expected_current not in currents
+        ):
+            return False
+        if self._keys.find_one({"_id": new_next.kid}, {"_id": 1}) is not None:
+            raise AlreadyExists(f"keys: {new_next.kid!r} already stored")
+        flipped = self._keys.update_one(
+            {"_id": next_kid, "state": KeyState.NEXT.value},
+            {"$set": {"state": KeyState.CURRENT.value, "activated_at": at}},
+        )
+        if flipped.modified_count == 0:
+            return False
+        if expected_current is not None:
+            self._keys.update_one(
+                {"_id": expected_current, "state": KeyState.CURRENT.value},
+                {"$set": {"state": KeyState.RETIRED.value, "retired_at": at}},
+            )
+        doc = _key_doc(new_next)
+        self._keys.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+        return True
+
+    def retire_key(self, kid: str, at: datetime, drop_after: datetime) -> bool:
+        drop_after = ms(drop_after)
+        result = self._keys.update_one(
+            {"_id": kid},
+            {
+                "$set": {
+                    "state": KeyState.RETIRED.value,
+                    "retired_at": ms(at),
+                    "drop_after": drop_after,
+                    "expire_at": drop_after,
+                }
+            },
+        )
+        return result.matched_count > 0
+
+    def set_drop_after(self, kid: str, drop_after: datetime) -> None:
+        drop_after = ms(drop_after)
+        # The TTL field only on retired keys: a live key is never deleted by the server.
+        self._keys.update_one(
+            {"_id": kid, "state": KeyState.RETIRED.value},
+            {"$set": {"drop_after": drop_after, "expire_at": drop_after}},
+        )
+        self._keys.update_one(
+            {"_id": kid, "state": {"$ne": KeyState.RETIRED.value}},
+            {"$set": {"drop_after": drop_after}},
+        )
+
+    # --- upstream token custody --------------------------------------------------------------
+    def get_upstream_tokens(self, key: str) -> UpstreamTokenRecord | None:
+        return _opt(UpstreamTokenRecord, self._upstream.find_one({"_id": key}))
+
+    def put_upstream_tokens(self, record: UpstreamTokenRecord) -> None:
+        doc = _doc(record, "key", upstream_gc_at(record))
+        self._upstream.replace_one({"_id": record.key}, doc, upsert=True)
+
+    def swap_upstream_tokens(self, expected_version: int, record: UpstreamTokenRecord) -> bool:
+        if record.version != expected_version + 1:
+            raise ValueError("record.version must be expected_version + 1")
+        doc = _doc(record, "key", upstream_gc_at(record))
+        result = self._upstream.replace_one({"_id": record.key, "version": expected_version}, doc)
+        return result.matched_count > 0
+
+    def delete_upstream_tokens(self, key: str) -> None:
+        self._upstream.delete_one({"_id": key})
+
+    # --- leases ---------------------------------------------------------------------------
+    def try_lease(self, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+        now = ms(now)
+        until = ms(now + ttl)
+        try:
+            # Matches a lease that is ours or expired; when none matches, the upsert tries
+            # to insert `name` and a live lease of another owner makes that a duplicate.
+            self._leases.update_one(
+                {"_id": name, "$or": [{"owner": owner}, {"expires_at": {"$lte": now}}]},
+                {
+                    "$set": {
+                        "owner": owner,
+                        "expires_at": until,
+                        "expire_at": until,
+                        "schema": SCHEMA_VERSION,
+                    }
+                },
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self._leases.delete_one({"_id": name, "owner": owner})
+
+    # --- authorization codes -----------------------------------------------------------------
+    def create_code(self, code: AuthCodeRecord) -> None:
+        self._insert(self._codes, _doc(code, "code_hash", code.expires_at))
+
+    def redeem_code(self, code_hash: str, now: datetime) -> tuple[AuthCodeRecord | None, bool]:
+        now = ms(now)
+        doc = self._codes.find_one_and_update(
+            {"_id": code_hash, "used_at": None, "expires_at": {"$gt": now}},
+            {"$set": {"used_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            return from_doc(AuthCodeRecord, doc), True
+        doc = self._codes.find_one({"_id": code_hash})
+        if doc is None or doc["expires_at"] <= now:
+            return None, False
+        return from_doc(AuthCodeRecord, doc), False
+
+    def set_code_family(self, code_hash: str, family_id: str) -> None:
+        self._codes.update_one({"_id": code_hash}, {"$set": {"family_id": family_id}})
+
+    # --- counters -----------------------------------------------------------------------------
+    def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:
+        """Increment a live window, else restart a stale one (or create it); each step is a
+        single-document CAS, and losing the restart race means someone else restarted:
+        go back to incrementing."""
+        now = ms(now)
+        window_open = now - window
+        for _ in range(16):
+            doc = self._counters.find_one_and_update(
+                {"_id": key, "window_start": {"$gt": window_open}},
+                {"$inc": {"count": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return int(doc["count"])
+            try:
+                self._counters.update_one(
+                    {"_id": key, "window_start": {"$lte": window_open}},
+                    {
+                        "$set": {
+                            "count": 1,
+                            "window_start": now,
+                            "expires_at": now + window,
+                            "expire_at": now + window,
+                            "schema": SCHEMA_VERSION,
+                        }
+                    },
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                continue
+            return 1
+        raise StoreUnavailable("mongodb: counter contention did not settle")
+
+    def get_counter(self, key: str, now: datetime, window: timedelta) -> int:
+        doc = self._counters.find_one({"_id": key, "window_start": {"$gt": ms(now) - window}})
+        return 0 if doc is None else int(doc["count"])
+
+    def reset_counter(self, key: str) -> None:
+        self._counters.delete_one({"_id": key})
+
+    # --- access-token denylist ----------------------------------------------------------------
+    def deny_access_token(self, jti: str, expires_at: datetime) -> None:
+        expires_at = ms(expires_at)
+        self._denylist.update_one(
+            {"_id": jti},
+            {
+                "$max": {"expires_at": expires_at, "expire_at": expires_at},
+                "$set": {"schema": SCHEMA_VERSION},
+            },
+            upsert=True,
+        )
+
+    def is_access_token_denied(self, jti: str, now: datetime) -> bool:
+        doc = self._denylist.find_one({"_id": jti, "expires_at": {"$gt": ms(now)}}, {"_id": 1})
+        return doc is not None
+
+
+def _from_url(url: str) -> MongoStore:
+    return MongoStore(url)
+
+
+register_backend("mongodb", _from_url)
+register_backend("mongodb+srv", _from_url)

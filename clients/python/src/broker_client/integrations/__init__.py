@@ -1,0 +1,3 @@
+"""Framework adapters: Starlette/FastAPI (`starlette`, `fastapi`) and DNA (`dna`)."""
+
+__all__: list[str] = []

@@ -1,0 +1,306 @@
+"""The broker as operators run it: `token-broker demo` and `serve` as real processes.
+
+Covers the demo's restart on the same data dir, two `serve` processes sharing one SQLite
+file (a token issued by one refreshes at the other; a key rotated with the CLI is used by
+both within the JWKS cache period), the key and client CLI, and the rule that a password
+never reaches the store or the logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from broker.upstream.emulator import ShotGridEmulator
+from tests.support.broker import new_kek
+from tests.support.servers import ServerThread, free_port
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "broker", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.output: list[str] = []
+
+    def wait_for_line(self, needle: str, timeout: float = 30) -> str:
+        assert self.popen.stdout is not None
+        deadline = time.monotonic() + timeout
+        for raw in self.popen.stdout:
+            line = raw.decode(errors="replace")
+            self.output.append(line)
+            if needle in line:
+                return line
+            if time.monotonic() > deadline:
+                break
+        raise AssertionError(f"no {needle!r} in output: {''.join(self.output)}")
+
+    def stop(self) -> str:
+        self.popen.terminate()
+        try:
+            rest, _ = self.popen.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            rest, _ = self.popen.communicate()
+        self.output.append(rest.decode(errors="replace"))
+        return "".join(self.output)
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    """Poll readiness (a condition), bounded; this is how an orchestrator waits too."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never became ready")
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broker", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def demo(data_dir: Path, port: int, sg_port: int) -> Iterator[tuple[Proc, str]]:
+    proc = Proc(
+        ["demo", "--port", str(port), "--shotgrid-port", str(sg_port), "--data-dir", str(data_dir)]
+    )
+    try:
+        proc.wait_for_line("curl")
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+def test_demo_restart_keeps_keys_sessions_and_refresh_tokens(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    secret_password = "alice-pw"  # the demo directory's password for alice
+    wrong_password = "not-alices-pw-7f3a9c"
+    port, sg_port = free_port(), free_port()
+    with demo(data, port, sg_port) as (proc, url):
+        banner = "".join(proc.output)
+        assert url in banner and "grant_type=password" in banner
+        tokens = httpx.post(
+            f"{url}/token",
+            data={
+                "grant_type": "password",
+                "client_id": "dna-cli",
+                "username": "alice",
+                "password": secret_password,
+            },
+        ).json()
+        refused = httpx.post(
+            f"{url}/token",
+            data={
+                "grant_type": "password",
+                "client_id": "dna-cli",
+                "username": "alice",
+                "password": wrong_password,
+            },
+        )
+        assert refused.status_code == 400
+        jwks_before = httpx.get(f"{url}/jwks.json").json()
+    first_run_output = "".join(proc.output)
+    with demo(data, port, sg_port) as (proc, url2):
+        assert httpx.get(f"{url2}/jwks.json").json() == jwks_before
+        # tokens issued before the restart: the refresh token refreshes...
+        refreshed = httpx.post(
+            f"{url2}/token",
+            data={
+                "grant_type": "refresh_token",
+                "client_id": "dna-cli",
+                "refresh_token": tokens["refresh_token"],
+            },
+        )
+        assert refreshed.status_code == 200, refreshed.text
+        # ... and the access token from before the restart still verifies offline
+        key = jwt.PyJWKClient(f"{url2}/jwks.json").get_signing_key_from_jwt(tokens["access_token"])
+        claims = jwt.decode(
+            tokens["access_token"], key.key, algorithms=["RS256"], audience="dna-api", issuer=url2
+        )
+        assert claims["sg_login"] == "alice"
+    # The password is nowhere: not in the SQLite file, its WAL/SHM, nor any output.
+    output = first_run_output + "".join(proc.output)
+    for path in data.iterdir():
+        blob = path.read_bytes()
+        for password in (secret_password, wrong_password):
+            assert password.encode() not in blob, f"{password} found in {path.name}"
+    assert wrong_password not in output
+    assert tokens["refresh_token"] not in output
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    emulator = ShotGridEmulator.default()
+    site = ServerThread(emulator.app).start()
+    try:
+        yield site.url
+    finally:
+        site.stop()
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    base = os.environ.get("BROKER_TEST_MONGODB_URI")
+    if not base:
+        # mongomock lives inside one process, so it cannot be shared by two brokers:
+        # without a real server this multi-process test covers SQLite only.
+        pytest.skip("BROKER_TEST_MONGODB_URI not set: two brokers on one MongoDB not run")
+    import uuid
+
+    import pymongo
+
+    name = f"broker_test_{uuid.uuid4().hex[:12]}"
+    head, _, query = base.partition("?")
+    url = f"{head.rstrip('/')}/{name}" + (f"?{query}" if query else "")
+    try:
+        yield url
+    finally:
+        pymongo.MongoClient(base).drop_database(name)
+
+
+def test_two_serve_processes_share_one_store(
+    tmp_path: Path, upstream: str, shared_store_url: str
+) -> None:
+    port_a, port_b = free_port(), free_port()
+    env = {
+        "BROKER_ISSUER": f"http://127.0.0.1:{port_a}",
+        "BROKER_SHOTGRID_URL": upstream,
+        "BROKER_STORE_URL": shared_store_url,
+        "BROKER_SECRET_KEY": new_kek(),
+        "BROKER_SHOTGRID_SCRIPT_NAME": "token-broker",
+        "BROKER_SHOTGRID_SCRIPT_KEY": "token-broker-key",
+        "BROKER_JWKS_MAX_AGE": "2",
+    }
+    added = cli(
+        "clients",
+        "add",
+        "dna-cli",
+        "--public",
+        "--grant",
+        "password",
+        "--grant",
+        "refresh_token",
+        env=env,
+    )
+    assert added.returncode == 0, added.stderr
+    listed = cli("clients", "list", env=env)
+    assert "dna-cli" in listed.stdout
+    dup = cli("clients", "add", "dna-cli", "--public", "--grant", "password", env=env)
+    assert dup.returncode != 0 and len(dup.stderr.strip().splitlines()) == 1
+
+    a = Proc(["serve", "--port", str(port_a)], env)
+    b = Proc(["serve", "--port", str(port_b), "--workers", "2"], env)
+    url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
+    try:
+        wait_ready(url_a)
+        wait_ready(url_b)
+        login = httpx.post(
+            f"{url_a}/token",
+            data={
+                "grant_type": "password",
+                "client_id": "dna-cli",
+                "username": "bob",
+                "password": "bob-pw",
+            },
+        )
+        assert login.status_code == 200, login.text
+        at_b = httpx.post(
+            f"{url_b}/token",
+            data={
+                "grant_type": "refresh_token",
+                "client_id": "dna-cli",
+                "refresh_token": login.json()["refresh_token"],
+            },
+        )
+        assert at_b.status_code == 200, at_b.text
+        # reuse of the first token at A after B rotated it (past grace is not needed:
+        # the successor exists, so within grace A returns the same successor)
+        again = httpx.post(
+            f"{url_a}/token",
+            data={
+                "grant_type": "refresh_token",
+                "client_id": "dna-cli",
+                "refresh_token": login.json()["refresh_token"],
+            },
+        )
+        assert again.status_code == 200
+        assert again.json()["refresh_token"] == at_b.json()["refresh_token"]
+
+        listed = cli("keys", "list", env=env)
+        assert listed.returncode == 0, listed.stderr
+        old_kid = jwt.get_unverified_header(at_b.json()["access_token"])["kid"]
+        assert old_kid in listed.stdout
+        rotated = cli("keys", "rotate", env=env)
+        assert rotated.returncode == 0, rotated.stderr
+        new_lines = cli("keys", "list", env=env).stdout.splitlines()
+        current = {ln.split()[0] for ln in new_lines if " current " in f" {ln} "}
+        assert old_kid not in current
+        # Both processes must sign with a new current key within the JWKS cache period
+        # (2 s here); poll each until it does, bounded by a few periods.
+        for url in (url_a, url_b):
+            deadline = time.monotonic() + 10
+            while True:
+                token = httpx.post(
+                    f"{url}/token",
+                    data={
+                        "grant_type": "password",
+                        "client_id": "dna-cli",
+                        "username": "alice",
+                        "password": "alice-pw",
+                    },
+                ).json()["access_token"]
+                if jwt.get_unverified_header(token)["kid"] in current:
+                    break
+                assert time.monotonic() < deadline, f"{url} still signs with the old key"
+                time.sleep(0.2)
+        retire = cli("keys", "retire", old_kid, env=env)
+        assert retire.returncode == 0, retire.stderr
+        bad = cli("keys", "retire", "no-such-kid", env=env)
+        assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+    finally:
+        out_a, out_b = a.stop(), b.stop()
+    for out in (out_a, out_b):
+        assert "bob-pw" not in out and "Traceback" not in out
+
+
+def test_serve_refuses_to_start_without_settings(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    for name in ("BROKER_ISSUER", "BROKER_SHOTGRID_URL", "BROKER_STORE_URL", "BROKER_SECRET_KEY"):
+        assert sum(name in line for line in lines) >= 1
+    assert all(line.startswith("token-broker:") for line in lines)

@@ -1,0 +1,326 @@
+"""MongoDB backend: the conformance suite on mongomock and, when BROKER_TEST_MONGODB_URI
+points at a server, on a real MongoDB; plus what only this backend has (URL options,
+older documents, TTL indexes, unreachable servers)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import mongomock
+import pytest
+
+from broker.store import Store, StoreUnavailable, open_store
+from broker.store.mongo import MongoStore
+from broker.store.records import (
+    ClientRecord,
+    FamilyRecord,
+    KeyRecord,
+    KeyState,
+    RefreshTokenRecord,
+    SessionRecord,
+    UpstreamTokenRecord,
+    ms,
+)
+from tests.store.conformance import GRACE, StoreConformance, make_token
+
+MONGODB_URI = os.environ.get("BROKER_TEST_MONGODB_URI")
+UNREACHABLE = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=200"
+
+
+class AtomicOps:
+    """A mongomock client, database or collection whose every call holds one lock.
+
+    mongomock runs find_one_and_update and upserts as find-then-write in Python, so two
+    threads can interleave inside one "atomic" operation. A real server makes each
+    single-document operation atomic, and that is all MongoStore relies on; this proxy
+    restores exactly that guarantee, so the races below exercise the backend's multi-step
+    logic (rotation then GRACE materialisation, promotion, bootstrap, the counter loop)
+    under real thread interleavings between operations. True server-side concurrency
+    across connections is covered by TestMongoStoreReal only.
+    """
+
+    def __init__(self, target: Any, lock: threading.RLock) -> None:
+        self._target = target
+        self._lock = lock
+
+    def _wrap(self, value: Any) -> Any:
+        if isinstance(value, mongomock.Database | mongomock.Collection):
+            return AtomicOps(value, self._lock)
+        return value
+
+    def __getitem__(self, name: str) -> Any:
+        return self._wrap(self._target[name])
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr) or isinstance(attr, mongomock.Collection):
+            return self._wrap(attr)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return self._wrap(attr(*args, **kwargs))
+
+        return call
+
+
+class TestMongoStoreMongomock(StoreConformance):
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        client = AtomicOps(mongomock.MongoClient(tz_aware=True), threading.RLock())
+        store = MongoStore("mongodb://mock/broker_test", client=client)
+        yield store
+        store.close()
+
+
+def _with_database(uri: str, name: str) -> str:
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+class TestMongoStoreReal(StoreConformance):
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        if not MONGODB_URI:
+            pytest.skip(
+                "BROKER_TEST_MONGODB_URI not set: no MongoDB server on this machine;"
+                " the real-server suite did not run"
+            )
+        name = f"broker_test_{uuid.uuid4().hex[:12]}"
+        store = MongoStore(_with_database(MONGODB_URI, name))
+        try:
+            yield store
+        finally:
+            store._client.drop_database(name)
+            store.close()
+
+    def test_write_concern_majority(self, store: Store) -> None:
+        assert isinstance(store, MongoStore)
+        assert store._db.write_concern.document == {"w": "majority"}
+        store.ping()
+
+
+# --- mongomock only: shapes and options ------------------------------------------------------
+
+
+@pytest.fixture
+def mock_client() -> Any:
+    return mongomock.MongoClient(tz_aware=True)
+
+
+def test_reads_documents_of_an_older_schema(mock_client: Any) -> None:
+    """Documents without `schema` and without fields added since (optional ones) read as
+    records with the defaults."""
+    now = ms(datetime.now(UTC))
+    db = mock_client["token_broker"]
+    db.clients.insert_one(
+        {
+            "_id": "legacy",
+            "client_id": "legacy",
+            "name": "Legacy",
+            "public": False,
+            "secret_hash": "h",
+            "grant_types": ["password"],
+            "redirect_uris": [],
+        }
+    )
+    db.sessions.insert_one(
+        {
+            "_id": "s",
+            "sid": "s",
+            "user_id": 7,
+            "login": "bob",
+            "email": "b@x",
+            "name": "Bob",
+            "auth_time": now,
+            "expires_at": now + timedelta(hours=1),
+            "last_checked_at": now,
+        }
+    )
+    db.keys.insert_one(
+        {
+            "_id": "k",
+            "kid": "k",
+            "alg": "RS256",
+            "state": "current",
+            "private_jwk": b"\x00ct",
+            "created_at": now,
+        }
+    )
+    db.families.insert_one(
+        {
+            "_id": "f",
+            "family_id": "f",
+            "sid": "s",
+            "client_id": "legacy",
+            "scope": "openid",
+            "audience": "legacy",
+            "created_at": now,
+            "expires_at": now + timedelta(hours=1),
+        }
+    )
+    db.refresh_tokens.insert_one(
+        {
+            "_id": "t",
+            "jti": "t",
+            "family_id": "f",
+            "issued_at": now,
+            "expires_at": now + timedelta(hours=1),
+        }
+    )
+    db.upstream_tokens.insert_one(
+        {
+            "_id": "u",
+            "key": "u",
+            "access_token": b"a",
+            "refresh_token": None,
+            "expires_at": now,
+            "refresh_expires_at": None,
+        }
+    )
+    store = MongoStore("mongodb://mock/", client=mock_client)
+    assert store.get_client("legacy") == ClientRecord(
+        client_id="legacy", name="Legacy", public=False, secret_hash="h", grant_types=("password",)
+    )
+    assert store.get_session("s") == SessionRecord(
+        sid="s",
+        user_id=7,
+        login="bob",
+        email="b@x",
+        name="Bob",
+        auth_time=now,
+        expires_at=now + timedelta(hours=1),
+        last_checked_at=now,
+    )
+    assert store.list_keys() == [
+        KeyRecord(
+            kid="k", alg="RS256", state=KeyState.CURRENT, private_jwk=b"\x00ct", created_at=now
+        )
+    ]
+    assert store.get_family("f") == FamilyRecord(
+        family_id="f",
+        sid="s",
+        client_id="legacy",
+        scope="openid",
+        audience="legacy",
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
+    assert store.get_upstream_tokens("u") == UpstreamTokenRecord(
+        key="u", access_token=b"a", refresh_token=None, expires_at=now, refresh_expires_at=None
+    )
+    # An old key without `use` counts as a signing key for bootstrap and promotion.
+    assert [k.kid for k in store.bootstrap_keys([])] == ["k"]
+    result = store.rotate_refresh_token("t", make_token(now, "t2", "f"), now, GRACE)
+    assert result.status.value == "rotated"
+    assert store.get_refresh_token("t") == RefreshTokenRecord(
+        jti="t",
+        family_id="f",
+        issued_at=now,
+        expires_at=now + timedelta(hours=1),
+        used_at=now,
+        successor_jti="t2",
+    )
+    store.close()
+
+
+def test_documents_carry_schema_and_ttl_field(mock_client: Any) -> None:
+    now = ms(datetime.now(UTC))
+    store = MongoStore("mongodb://mock/db", client=mock_client)
+    store.deny_access_token("j", now + timedelta(hours=1))
+    doc = mock_client["db"].denylist.find_one({"_id": "j"})
+    assert doc["expire_at"] == now + timedelta(hours=1) and doc["schema"] == 1
+    store.put_client(ClientRecord(client_id="c"))
+    assert mock_client["db"].clients.find_one({"_id": "c"})["schema"] == 1
+    store.close()
+
+
+def test_indexes(mock_client: Any) -> None:
+    store = MongoStore("mongodb://mock/db", client=mock_client)
+    store.ping()
+    db = mock_client["db"]
+    for name in (
+        "sessions",
+        "families",
+        "refresh_tokens",
+        "codes",
+        "counters",
+        "denylist",
+        "upstream_tokens",
+        "leases",
+        "keys",
+    ):
+        ttl = db[name].index_information()["ttl"]
+        assert ttl["key"] == [("expire_at", 1)] and ttl["expireAfterSeconds"] == 0
+    cookie = db.sessions.index_information()["cookie_hash_unique"]
+    assert cookie["unique"] is True
+    store.close()
+
+
+def test_grace_finishes_a_rotation_whose_winner_died(mock_client: Any) -> None:
+    """The winner marked the parent used (with the successor embedded) and crashed before
+    inserting the successor: a retry within grace gets that successor, stored."""
+    now = ms(datetime.now(UTC))
+    store = MongoStore("mongodb://mock/db", client=mock_client)
+    from tests.store.conformance import make_family, make_session
+
+    store.create_session(make_session(now))
+    store.create_family(make_family(now), make_token(now, "rt-0"))
+    successor = make_token(now, "rt-1")
+    store.rotate_refresh_token("rt-0", successor, now, GRACE)
+    mock_client["db"].refresh_tokens.delete_one({"_id": "rt-1"})  # the lost insert
+    again = store.rotate_refresh_token("rt-0", make_token(now, "rt-2"), now, GRACE)
+    assert again.status.value == "grace" and again.successor == successor
+    assert store.get_refresh_token("rt-1") == successor
+    store.close()
+
+
+def test_url_options() -> None:
+    store = MongoStore(
+        "mongodb://127.0.0.1:1/custom_db?w=1&readPreference=secondaryPreferred"
+        "&serverSelectionTimeoutMS=200"
+    )
+    try:
+        assert store._db.name == "custom_db"
+        assert store._db.write_concern.document == {"w": 1}
+        assert store._db.read_preference.mongos_mode == "secondaryPreferred"
+        assert store._client.options.server_selection_timeout == 0.2
+        assert store._client.options.retry_writes is True
+    finally:
+        store.close()
+    default = MongoStore("mongodb://127.0.0.1:1")
+    try:
+        assert default._db.name == "token_broker"
+        assert default._db.write_concern.document == {"w": "majority"}
+        assert default._client.options.server_selection_timeout == 5
+    finally:
+        default.close()
+
+
+def test_open_store_scheme() -> None:
+    store = open_store(UNREACHABLE)
+    assert isinstance(store, MongoStore)
+    store.close()
+
+
+def test_unreachable_server_is_unavailable_quickly() -> None:
+    store = MongoStore(UNREACHABLE)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.ping()
+        with pytest.raises(StoreUnavailable):
+            store.get_client("x")
+        with pytest.raises(StoreUnavailable):
+            store.rotate_refresh_token(
+                "x", make_token(ms(datetime.now(UTC)), "y"), ms(datetime.now(UTC)), GRACE
+            )
+        assert time.monotonic() - started < 5
+    finally:
+        store.close()
