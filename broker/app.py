@@ -16,12 +16,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
 from broker.core import Broker, system_clock
+from broker.endpoints.introspection import BrokerIntrospectionEndpoint
+from broker.endpoints.revocation import BrokerRevocationEndpoint
 from broker.grants.authorization_code import AuthorizationCodeGrant
+from broker.grants.client_credentials import ClientCredentialsGrant
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
+from broker.grants.token_exchange import TokenExchangeGrant
 from broker.http.browser import browser_routes
 from broker.http.cors import CorsMiddleware
 from broker.http.routes import routes
+from broker.http.services import routes as service_routes
 from broker.http.threads import make_executor
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
@@ -37,6 +42,10 @@ def build_server(broker: Broker) -> BrokerAuthorizationServer:
     server.register_grant(PasswordGrant)
     server.register_grant(RefreshTokenGrant)
     server.register_grant(AuthorizationCodeGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_grant(TokenExchangeGrant)
+    server.register_endpoint(BrokerRevocationEndpoint)
+    server.register_endpoint(BrokerIntrospectionEndpoint)
     return server
 
 
@@ -119,7 +128,7 @@ def create_app(
                 the_store.close()
 
     return Starlette(
-        routes=[*routes, *browser_routes],
+        routes=[*routes, *browser_routes, *service_routes],
         middleware=[Middleware(CorsMiddleware)],
         lifespan=lifespan,
     )
