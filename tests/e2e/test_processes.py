@@ -283,13 +283,25 @@ def test_two_serve_processes_share_one_store(
         # A login throttled at one replica is throttled at the other: the counters are in
         # the shared store.
         for _ in range(3):
-            failed = httpx.post(f"{url_a}/token", data={
-                "grant_type": "password", "client_id": "dna-cli",
-                "username": "carol", "password": "wrong"})
+            failed = httpx.post(
+                f"{url_a}/token",
+                data={
+                    "grant_type": "password",
+                    "client_id": "dna-cli",
+                    "username": "carol",
+                    "password": "wrong",
+                },
+            )
             assert failed.json()["error"] == "invalid_grant"
-        throttled = httpx.post(f"{url_b}/token", data={
-            "grant_type": "password", "client_id": "dna-cli",
-            "username": "carol", "password": "wrong"})
+        throttled = httpx.post(
+            f"{url_b}/token",
+            data={
+                "grant_type": "password",
+                "client_id": "dna-cli",
+                "username": "carol",
+                "password": "wrong",
+            },
+        )
         assert throttled.status_code == 429
         assert int(throttled.headers["retry-after"]) > 0
 
