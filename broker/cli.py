@@ -43,10 +43,11 @@ def _admin_broker(args: argparse.Namespace) -> Broker:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from broker.demo import run_demo
+    from broker.listen import ListenError
 
     try:
         return run_demo(args.host, args.port, args.shotgrid_port, args.data_dir)
-    except SettingsError as exc:
+    except (SettingsError, ListenError) as exc:
         raise CommandError(str(exc)) from None
 
 
