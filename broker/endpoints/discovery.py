@@ -28,7 +28,9 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
-        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        # consent and select_account are accepted (first-party broker: no consent or
+        # account-choice screen to show) but not advertised, to keep discovery truthful.
+        "prompt_values_supported": ["none", "login"],
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
