@@ -131,6 +131,65 @@ def add_client(
     return record, secret
 
 
+def update_client(
+    store: Store,
+    client_id: str,
+    *,
+    grants: Sequence[str] | None = None,
+    scopes: Sequence[str] | None = None,
+    audiences: Sequence[str] | None = None,
+    may_introspect: bool | None = None,
+    may_exchange_shotgrid: bool | None = None,
+    max_exchange_lifetime: int | None = None,
+) -> ClientRecord:
+    """Change a client's policy in place; what is not given keeps its value, and the
+    secret is never touched (rotate it with `add --replace`)."""
+    record = store.get_client(client_id)
+    if record is None:
+        raise AdminError(f"no client {client_id!r}")
+    if grants is not None:
+        unknown = [g for g in grants if g not in KNOWN_GRANTS]
+        if unknown:
+            raise AdminError(f"unknown grant type {unknown[0]!r}; known: {', '.join(KNOWN_GRANTS)}")
+        if not grants:
+            raise AdminError("give at least one --grant")
+        record = replace(record, grant_types=tuple(grants))
+    if record.public and any(
+        g in ("client_credentials", KNOWN_GRANTS[-1]) for g in record.grant_types
+    ):
+        raise AdminError("client_credentials and token exchange need a confidential client")
+    if record.public and may_introspect:
+        raise AdminError("only confidential clients may introspect")
+    if max_exchange_lifetime is not None and max_exchange_lifetime < 0:
+        raise AdminError("--max-exchange-lifetime must be 0 or more seconds")
+    changes: dict[str, object] = {}
+    if scopes is not None:
+        changes["scopes"] = tuple(scopes)
+    if audiences is not None:
+        changes["audiences"] = tuple(audiences)
+    if may_introspect is not None:
+        changes["may_introspect"] = may_introspect
+    if may_exchange_shotgrid is not None:
+        changes["may_exchange_shotgrid"] = may_exchange_shotgrid
+    if max_exchange_lifetime is not None:
+        changes["max_exchange_lifetime"] = max_exchange_lifetime or None
+    record = replace(record, **changes)  # type: ignore[arg-type]
+    store.put_client(record)
+    return record
+
+
+def policy_line(record: ClientRecord) -> str:
+    """The token-exchange policy of a client, as `clients update` prints it."""
+    lifetime = record.max_exchange_lifetime
+    return (
+        f"{record.client_id}: grants={','.join(record.grant_types) or '-'} "
+        f"audiences={','.join(record.audiences) or '-'} "
+        f"shotgrid_exchange={'yes' if record.may_exchange_shotgrid else 'no'} "
+        f"introspect={'yes' if record.may_introspect else 'no'} "
+        f"max_exchange_lifetime={lifetime if lifetime else 'subject'}"
+    )
+
+
 def remove_client(store: Store, client_id: str) -> None:
     if not store.delete_client(client_id):
         raise AdminError(f"no client {client_id!r}")

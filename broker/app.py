@@ -16,14 +16,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
 from broker.core import Broker, system_clock
+from broker.endpoints.introspection import BrokerIntrospectionEndpoint
+from broker.endpoints.revocation import BrokerRevocationEndpoint
 from broker.grants.authorization_code import AuthorizationCodeGrant
+from broker.grants.client_credentials import ClientCredentialsGrant
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh_token import RefreshTokenGrant
+from broker.grants.token_exchange import TokenExchangeGrant
 from broker.http.browser import browser_routes
 from broker.http.cors import CorsMiddleware
 from broker.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from broker.http.ops import ops_routes
 from broker.http.routes import routes
+from broker.http.services import routes as service_routes
 from broker.http.threads import make_executor
 from broker.logs import configure_logging, register_secret
 from broker.server import BrokerAuthorizationServer
@@ -42,6 +47,10 @@ def build_server(broker: Broker) -> BrokerAuthorizationServer:
     server.register_grant(PasswordGrant)
     server.register_grant(RefreshTokenGrant)
     server.register_grant(AuthorizationCodeGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_grant(TokenExchangeGrant)
+    server.register_endpoint(BrokerRevocationEndpoint)
+    server.register_endpoint(BrokerIntrospectionEndpoint)
     return server
 
 
@@ -165,7 +174,7 @@ def create_app(
                 the_store.close()
 
     return Starlette(
-        routes=[*routes, *browser_routes, *ops_routes],
+        routes=[*routes, *browser_routes, *service_routes, *ops_routes],
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),

@@ -47,10 +47,11 @@ def _admin_broker(args: argparse.Namespace) -> Broker:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from broker.demo import run_demo
+    from broker.listen import ListenError
 
     try:
         return run_demo(args.host, args.port, args.shotgrid_port, args.data_dir)
-    except SettingsError as exc:
+    except (SettingsError, ListenError) as exc:
         raise CommandError(str(exc)) from None
 
 
@@ -169,6 +170,27 @@ def _cmd_clients_add(args: argparse.Namespace) -> int:
     print(f"added client {record.client_id}")
     if secret:
         print(f"client secret (shown once, store it now): {secret}")
+    return 0
+
+
+def _cmd_clients_update(args: argparse.Namespace) -> int:
+    from broker.admin import AdminError, policy_line, update_client
+
+    broker = _admin_broker(args)
+    try:
+        record = update_client(
+            broker.store,
+            args.client_id,
+            grants=args.grant,
+            scopes=args.scope,
+            audiences=[] if args.no_audiences else args.audience,
+            may_introspect=args.introspect,
+            may_exchange_shotgrid=args.shotgrid_exchange,
+            max_exchange_lifetime=args.max_exchange_lifetime,
+        )
+    except AdminError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"updated {policy_line(record)}")
     return 0
 
 
@@ -308,6 +330,37 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--max-exchange-lifetime", type=int, metavar="SECONDS")
     add.add_argument("--replace", action="store_true", help="overwrite an existing client")
     add.set_defaults(func=_cmd_clients_add)
+    update = clients_sub.add_parser(
+        "update",
+        help="change a client's grants, scopes or token-exchange policy (secret kept)",
+        description="Options not given keep their value; list options replace the list.",
+    )
+    update.add_argument("client_id")
+    update.add_argument("--grant", action="append", metavar="GRANT_TYPE")
+    update.add_argument("--scope", action="append", metavar="SCOPE")
+    audiences = update.add_mutually_exclusive_group()
+    audiences.add_argument(
+        "--audience",
+        action="append",
+        metavar="AUD",
+        help="audience the client may request by token exchange (repeat; replaces the list)",
+    )
+    audiences.add_argument("--no-audiences", action="store_true", help="clear the audiences")
+    update.add_argument(
+        "--introspect", action=argparse.BooleanOptionalAction, help="may call /introspect"
+    )
+    update.add_argument(
+        "--shotgrid-exchange",
+        action=argparse.BooleanOptionalAction,
+        help="may exchange tokens for ShotGrid tokens",
+    )
+    update.add_argument(
+        "--max-exchange-lifetime",
+        type=int,
+        metavar="SECONDS",
+        help="how long an exchanged token may outlive its subject (0: not at all)",
+    )
+    update.set_defaults(func=_cmd_clients_update)
     remove = clients_sub.add_parser("remove", help="remove a client")
     remove.add_argument("client_id")
     remove.set_defaults(func=_cmd_clients_remove)

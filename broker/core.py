@@ -30,6 +30,10 @@ from broker.upstream import Identity, UpstreamTokens
 
 Clock = Callable[[], datetime]
 
+UPSTREAM_MARGIN = timedelta(seconds=60)
+"""A kept ShotGrid token is renewed this long before it expires, so a token handed out
+still has a useful life (and clock skew with ShotGrid cannot make it arrive dead)."""
+
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
@@ -282,59 +286,110 @@ class Broker:
         return None
 
     def custody_access_token(self, key: str) -> str:
-        """A live ShotGrid access token from custody, refreshing it upstream when it is
-        about to expire. One refresh at a time per key: threads of this process queue on a
-        lock, other processes on a store lease, so ShotGrid's rotated refresh token is
-        never lost to a race (a lost one would end the user's upstream access)."""
+        """A live ShotGrid access token from custody (see `custody_tokens`)."""
+        return self.custody_tokens(key).access_token
+
+    def custody_tokens(self, key: str) -> UpstreamTokens:
+        """The user's kept ShotGrid tokens, refreshed upstream when the access token is
+        about to expire. ShotGrid rotates its refresh token on every use, so the refresh
+        runs once per key at a time (`_cached_upstream`): a lost rotated refresh token
+        would end the user's upstream access."""
         from broker.grants import run_async
         from broker.upstream import UpstreamTokenRejected
 
-        lock = self._custody_lock(key)
-        with lock:
+        def renew(current: UpstreamTokens | None) -> UpstreamTokens:
+            if current is None:
+                raise UpstreamTokenRejected("no ShotGrid token is kept for this sign-in")
+            if not current.refresh_token or (
+                current.refresh_expires_at is not None and current.refresh_expires_at <= self.now()
+            ):
+                raise UpstreamTokenRejected("the kept ShotGrid refresh token has expired")
+            fresh: UpstreamTokens = run_async(self.upstream.refresh, current.refresh_token)
+            return fresh
+
+        return self._cached_upstream(key, renew, create=False)
+
+    def sudo_tokens(self, login: str) -> UpstreamTokens:
+        """A ShotGrid token acting as `login`: the broker's script with
+        `scope=sudo_as_login:<login>`. Cached (sealed) under `sudo:<login>` and shared
+        by every request and process until shortly before it expires; its refresh token
+        is dropped, a new sudo grant is as cheap as a refresh and keeps nothing."""
+        from broker.grants import run_async
+
+        def renew(_current: UpstreamTokens | None) -> UpstreamTokens:
+            fresh: UpstreamTokens = run_async(self.upstream.sudo_token, login)
+            return UpstreamTokens(
+                access_token=fresh.access_token, refresh_token="", expires_at=fresh.expires_at
+            )
+
+        return self._cached_upstream(f"sudo:{login}", renew, create=True)
+
+    def _cached_upstream(
+        self,
+        key: str,
+        renew: Callable[[UpstreamTokens | None], UpstreamTokens],
+        *,
+        create: bool,
+    ) -> UpstreamTokens:
+        """Single flight over a sealed upstream token record: threads of this process
+        queue on a per-key lock, other processes on a store lease, and the winner's
+        result lands with a compare-and-swap on the record's version. Everyone else reuses
+        the stored token until `UPSTREAM_MARGIN` before it expires."""
+        from broker.upstream import UpstreamTokenRejected
+
+        with self._custody_lock(key):
             for _attempt in range(100):
                 record = self.store.get_upstream_tokens(key)
-                if record is None:
+                if record is None and not create:
                     raise UpstreamTokenRejected("no ShotGrid token is kept for this sign-in")
-                tokens = self.open_upstream(record)
+                tokens = self.open_upstream(record) if record is not None else None
                 now = self.now()
-                if tokens.expires_at - now > timedelta(seconds=60):
-                    return tokens.access_token
-                if not tokens.refresh_token or (
-                    tokens.refresh_expires_at is not None and tokens.refresh_expires_at <= now
-                ):
-                    raise UpstreamTokenRejected("the kept ShotGrid refresh token has expired")
+                if tokens is not None and tokens.expires_at - now > UPSTREAM_MARGIN:
+                    return tokens
                 owner = new_token_id()
                 lease = f"upstream-refresh:{key}"
                 if self.store.try_lease(lease, owner, now, timedelta(seconds=30)):
                     try:
                         current = self.store.get_upstream_tokens(key)
-                        if current is None or current.version != record.version:
-                            continue  # another process refreshed meanwhile: use its result
-                        fresh: UpstreamTokens = run_async(
-                            self.upstream.refresh, tokens.refresh_token
-                        )
-                        sealed = self.seal_upstream(key, fresh, version=record.version + 1)
-                        if not self.store.swap_upstream_tokens(record.version, sealed):
+                        if _version(current) != _version(record):
+                            continue  # another process renewed meanwhile: use its result
+                        fresh = renew(tokens)
+                        if record is None:
+                            self.store.put_upstream_tokens(
+                                self.seal_upstream(key, fresh, version=1)
+                            )
+                        elif not self.store.swap_upstream_tokens(
+                            record.version,
+                            self.seal_upstream(key, fresh, version=record.version + 1),
+                        ):
                             continue
-                        return fresh.access_token
+                        return fresh
                     finally:
                         self.store.release_lease(lease, owner)
                 # Another process holds the lease: wait for its result to land in the store.
-                self._wait_for_version_change(key, record.version)
+                self._wait_for_version_change(key, _version(record), lease)
             raise UpstreamTokenRejected("could not obtain a fresh ShotGrid token")
 
-    def _wait_for_version_change(self, key: str, version: int) -> None:
+    def _wait_for_version_change(self, key: str, version: int | None, lease: str) -> None:
         import time
 
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            current = self.store.get_upstream_tokens(key)
-            if current is None or current.version != version:
+            if _version(self.store.get_upstream_tokens(key)) != version:
+                return
+            # The holder may have failed without writing: a free lease ends the wait.
+            probe = new_token_id()
+            if self.store.try_lease(lease, probe, self.now(), timedelta(seconds=1)):
+                self.store.release_lease(lease, probe)
                 return
             time.sleep(0.05)  # cross-process: the store is the only channel we share
 
     def _custody_lock(self, key: str) -> threading.Lock:
         return self._locks[hash(key) % len(self._locks)]
+
+
+def _version(record: UpstreamTokenRecord | None) -> int | None:
+    return record.version if record is not None else None
 
 
 async def _user_by_id_with_token(upstream: Any, user_id: int, access: str) -> Identity:

@@ -93,6 +93,7 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
     import uvicorn
 
     from broker.app import create_app
+    from broker.listen import listen_socket
     from broker.settings import load_settings
     from broker.upstream.emulator import ShotGridEmulator
 
@@ -104,15 +105,17 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
     configure_logging(settings.log_level, settings.log_format)
     emulator = ShotGridEmulator.default()
     app = create_app(settings, seed_clients=demo_clients())
+    sockets = [listen_socket(host, shotgrid_port), listen_socket(host, port)]
 
     async def main() -> None:
         servers = [
-            uvicorn.Server(
-                uvicorn.Config(emulator.app, host=host, port=shotgrid_port, log_level="warning")
-            ),
-            uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")),
+            uvicorn.Server(uvicorn.Config(emulator.app, log_level="warning")),
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")),
         ]
-        tasks = [asyncio.create_task(s.serve()) for s in servers]
+        tasks = [
+            asyncio.create_task(s.serve(sockets=[sock]))
+            for s, sock in zip(servers, sockets, strict=True)
+        ]
         while not all(s.started for s in servers):
             if any(t.done() for t in tasks):
                 break

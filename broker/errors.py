@@ -54,3 +54,11 @@ def error_body(error: str, description: str | None = None) -> dict[str, Any]:
     if description:
         body["error_description"] = description
     return body
+
+
+class UnsupportedTokenTypeError(OAuth2Error):  # type: ignore[misc]
+    """RFC 7009 §2.2.1 `unsupported_token_type`, as the 400 of RFC 6749 §5.2 (Authlib's
+    own class is a 401, which would tell a client its credentials failed)."""
+
+    error = "unsupported_token_type"
+    status_code = 400

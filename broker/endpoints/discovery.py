@@ -11,6 +11,7 @@ from typing import Any
 from broker.server import SCOPES_SUPPORTED
 
 GRANT_TYPES = ["authorization_code", "password", "refresh_token"]
+GRANT_TYPES += ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
 
 
 def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
@@ -27,7 +28,9 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
-        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        # consent and select_account are accepted (first-party broker: no consent or
+        # account-choice screen to show) but not advertised, to keep discovery truthful.
+        "prompt_values_supported": ["none", "login"],
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
@@ -57,6 +60,7 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
         ],
         "service_documentation": f"{issuer}/openapi.yaml",
     }
+    doc.update(service_endpoints(issuer, signing_alg))
     if not openid:
         for key in (
             "subject_types_supported",
@@ -67,3 +71,21 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
         ):
             doc.pop(key)
     return doc
+
+
+def service_endpoints(issuer: str, signing_alg: str) -> dict[str, Any]:
+    """Revocation (RFC 7009), introspection (RFC 7662, JWT answers per RFC 9701 §6)."""
+    return {
+        "revocation_endpoint": f"{issuer}/revoke",
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "introspection_endpoint": f"{issuer}/introspect",
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "introspection_signing_alg_values_supported": [signing_alg],
+    }

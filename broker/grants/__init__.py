@@ -47,3 +47,23 @@ def resolve_scope(requested: str | None, allowed: tuple[str, ...], default: str)
     if any(s not in allowed for s in wanted):
         raise InvalidScopeError()
     return " ".join(wanted)
+
+
+def resolve_audience(form: Any, allowed: tuple[str, ...], default: str | None) -> str:
+    """The one audience a token may be issued for: `audience` (RFC 8693 §2.1) or
+    `resource` (RFC 8707 §2), which must agree when both are given and be among the
+    audiences the client may request; `default` when neither is sent (None: a target is
+    required). Anything else is `invalid_target`."""
+    from broker.errors import InvalidTargetError
+
+    targets: set[str] = {v for v in (form.get("audience"), form.get("resource")) if v}
+    if not targets:
+        if default is None:
+            raise InvalidTargetError("Name the target with 'audience' or 'resource'.")
+        return default
+    if len(targets) > 1:
+        raise InvalidTargetError("'audience' and 'resource' name different targets.")
+    (target,) = targets
+    if target not in allowed:
+        raise InvalidTargetError("This client may not obtain tokens for that audience.")
+    return target

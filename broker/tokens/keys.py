@@ -196,6 +196,10 @@ class KeyManager:
             # Another process may have rotated: look once in the store.
             self.reload()
             found = self._keys.get(kid)
+        drop_after = found.record.drop_after if found is not None else None
+        if drop_after is not None and drop_after <= ms(self._clock()):
+            # Dropped keys verify nothing, even before the next reload forgets them.
+            return None
         return found
 
     def records(self) -> list[KeyRecord]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -283,13 +284,25 @@ def test_two_serve_processes_share_one_store(
         # A login throttled at one replica is throttled at the other: the counters are in
         # the shared store.
         for _ in range(3):
-            failed = httpx.post(f"{url_a}/token", data={
-                "grant_type": "password", "client_id": "dna-cli",
-                "username": "carol", "password": "wrong"})
+            failed = httpx.post(
+                f"{url_a}/token",
+                data={
+                    "grant_type": "password",
+                    "client_id": "dna-cli",
+                    "username": "carol",
+                    "password": "wrong",
+                },
+            )
             assert failed.json()["error"] == "invalid_grant"
-        throttled = httpx.post(f"{url_b}/token", data={
-            "grant_type": "password", "client_id": "dna-cli",
-            "username": "carol", "password": "wrong"})
+        throttled = httpx.post(
+            f"{url_b}/token",
+            data={
+                "grant_type": "password",
+                "client_id": "dna-cli",
+                "username": "carol",
+                "password": "wrong",
+            },
+        )
         assert throttled.status_code == 429
         assert int(throttled.headers["retry-after"]) > 0
 
@@ -318,3 +331,32 @@ def test_serve_refuses_to_start_without_settings(tmp_path: Path) -> None:
     for name in ("BROKER_ISSUER", "BROKER_SHOTGRID_URL", "BROKER_STORE_URL", "BROKER_SECRET_KEY"):
         assert sum(name in line for line in lines) >= 1
     assert all(line.startswith("token-broker:") for line in lines)
+
+
+def test_demo_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    with contextlib.closing(socket.socket()) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "broker",
+                "demo",
+                "--port",
+                str(free_port()),
+                "--shotgrid-port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "d"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"token-broker: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]

@@ -212,11 +212,10 @@ def run_emulator_cli(*, host: str, port: int, users_file: str | None) -> int:
     The socket is bound before the URL is printed, so the printed line is true the moment
     it appears, and a busy port is a one-line error rather than a uvicorn traceback.
     """
-    import socket
-
     import uvicorn
 
     from broker.cli import CommandError
+    from broker.listen import ListenError, listen_socket
 
     try:
         emulator = (
@@ -227,13 +226,9 @@ def run_emulator_cli(*, host: str, port: int, users_file: str | None) -> int:
     except DirectoryError as exc:
         raise CommandError(str(exc)) from exc
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        sock = listen_socket(host, port)
+    except ListenError as exc:
+        raise CommandError(str(exc)) from None
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"ShotGrid emulator listening on http://{shown}:{bound_port}", flush=True)

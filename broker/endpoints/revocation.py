@@ -1,0 +1,155 @@
+"""Token revocation (RFC 7009) on Authlib's `RevocationEndpoint`.
+
+- A refresh token revokes its whole family (every rotation of it, and the access tokens
+  issued from it, which carry `fam`); when that was the session's last live family, the
+  ShotGrid tokens kept for the session (custody strategy) are deleted too.
+- An access token is denylisted by `jti` until its `exp`.
+- `token_type_hint` only orders the lookup (§2.1: the server MUST extend its search);
+  an unknown or garbage token answers 200 (§2.2), so revocation never tells a caller
+  whether a string was a token.
+- Public clients authenticate with their `client_id` (`none`), confidential ones with
+  their secret. A client may revoke only tokens issued to it: per §2.1 the request of a
+  foreign client "is refused", and Authlib reports that as 400 `invalid_grant`; nothing
+  is revoked. (A holder of a foreign token learns nothing it did not already hold.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+
+from broker.errors import UnsupportedTokenTypeError
+from broker.events import audit
+from broker.tokens.claims import ACCESS_TOKEN_TYP, REFRESH_TOKEN_TYP
+
+ACCESS, REFRESH = "access_token", "refresh_token"
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedToken:
+    """A token this broker issued, as far as signature and store can tell."""
+
+    kind: str
+    client_id: str
+    jti: str
+    expires_at: datetime
+    family_id: str | None = None
+    sid: str | None = None
+
+    def check_client(self, client: Any) -> bool:
+        return bool(self.client_id == client.get_client_id())
+
+
+def lookup_order(hint: str | None) -> tuple[str, str]:
+    return (REFRESH, ACCESS) if hint == REFRESH else (ACCESS, REFRESH)
+
+
+def find_token(broker: Any, token: str, hint: str | None) -> PresentedToken | None:
+    for kind in lookup_order(hint):
+        found = _refresh(broker, token) if kind == REFRESH else _access(broker, token)
+        if found is not None:
+            return found
+    return None
+
+
+def _access(broker: Any, token: str) -> PresentedToken | None:
+    try:
+        claims = broker.keys.verify(token, use="sig", typ=ACCESS_TOKEN_TYP)
+    except ValueError:
+        return None
+    jti, exp, client_id = claims.get("jti"), claims.get("exp"), claims.get("client_id")
+    if claims.get("iss") != broker.issuer or not isinstance(jti, str) or not jti:
+        return None
+    if not isinstance(exp, int) or not isinstance(client_id, str):
+        return None
+    fam, sid = claims.get("fam"), claims.get("sid")
+    return PresentedToken(
+        ACCESS,
+        client_id,
+        jti,
+        datetime.fromtimestamp(exp, UTC),
+        family_id=str(fam) if fam else None,
+        sid=str(sid) if sid else None,
+    )
+
+
+def _refresh(broker: Any, token: str) -> PresentedToken | None:
+    try:
+        claims = broker.keys.verify(token, use="rt", typ=REFRESH_TOKEN_TYP)
+    except ValueError:
+        return None
+    jti = claims.get("jti")
+    if claims.get("iss") != broker.issuer or claims.get("aud") != broker.issuer:
+        return None
+    if not isinstance(jti, str):
+        return None
+    record = broker.store.get_refresh_token(jti)
+    family = broker.store.get_family(record.family_id) if record is not None else None
+    if record is None or family is None:
+        return None
+    return PresentedToken(
+        REFRESH, family.client_id, jti, record.expires_at, family.family_id, family.sid
+    )
+
+
+def authenticate_401(endpoint: Any, request: Any) -> Any:
+    """Client authentication where every failure is 401 `invalid_client` (RFC 6749 §5.2
+    allows it; RFC 7662 §2.3 wants it), also for an unknown `client_id` in the body, which
+    Authlib answers with 400."""
+    try:
+        return endpoint.server.authenticate_client(
+            request, endpoint.CLIENT_AUTH_METHODS, endpoint.ENDPOINT_NAME
+        )
+    except InvalidClientError as exc:
+        exc.status_code = 401
+        raise
+
+
+class BrokerRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def authenticate_endpoint_client(self, request: Any) -> Any:
+        request.client = client = authenticate_401(self, request)
+        return client
+
+    def check_params(self, request: Any, client: Any) -> None:
+        hint = request.form.get("token_type_hint")
+        if hint and hint not in self.SUPPORTED_TOKEN_TYPES:
+            raise UnsupportedTokenTypeError(
+                "This server revokes only access_token and refresh_token."
+            )
+        super().check_params(request, client)
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> PresentedToken | None:
+        return find_token(self.server.broker, token_string, token_type_hint)
+
+    def revoke_token(self, token: PresentedToken, request: Any) -> None:
+        broker = self.server.broker
+        store = broker.store
+        now = broker.now()
+        if token.kind == ACCESS:
+            if token.expires_at > now:
+                store.deny_access_token(token.jti, token.expires_at)
+            audit("revoke", token_type=ACCESS, client_id=token.client_id, ip=request.client_ip)
+            return
+        assert token.family_id is not None and token.sid is not None
+        store.revoke_family(token.family_id, now, "revoked")
+        live = [
+            f
+            for f in store.list_families(token.sid)
+            if not f.revoked and f.expires_at > now and f.family_id != token.family_id
+        ]
+        if not live:
+            store.delete_upstream_tokens(f"session:{token.sid}")
+        audit(
+            "revoke",
+            token_type=REFRESH,
+            client_id=token.client_id,
+            family_id=token.family_id,
+            sid=token.sid,
+            ip=request.client_ip,
+        )

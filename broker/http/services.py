@@ -1,0 +1,45 @@
+"""Routes of the service endpoints: `/revoke` (RFC 7009) and `/introspect` (RFC 7662).
+
+Same shape as `/token`: read the bounded form body here, then run the Authlib endpoint
+in the threadpool (it reads the store) and render its answer.
+"""
+
+from __future__ import annotations
+
+from authlib.oauth2 import OAuth2Error
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from broker.http.middleware import note_oauth_result
+from broker.http.oauth import BodyTooLarge, oauth_request, render
+from broker.http.routes import _broker, _server, oauth_error, too_large
+
+
+async def _endpoint(request: Request, name: str, path: str) -> Response:
+    broker = _broker(request)
+    try:
+        oreq = await oauth_request(request, broker.issuer, path, broker.settings.max_body_bytes)
+    except BodyTooLarge:
+        return too_large()
+    except OAuth2Error as err:
+        note_oauth_result(err.status_code, {"error": err.error})
+        return oauth_error(err)
+    result = await run_in_threadpool(_server(request).create_endpoint_response, name, oreq)
+    note_oauth_result(result[0], result[1])
+    return render(result)
+
+
+async def revoke(request: Request) -> Response:
+    return await _endpoint(request, "revocation", "/revoke")
+
+
+async def introspect(request: Request) -> Response:
+    return await _endpoint(request, "introspection", "/introspect")
+
+
+routes = [
+    Route("/revoke", revoke, methods=["POST"]),
+    Route("/introspect", introspect, methods=["POST"]),
+]
