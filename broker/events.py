@@ -19,10 +19,10 @@ ones it counts):
 | `refresh_reuse_detected` | refresh grant | revoked |
 | `session_revoked` | upstream re-check | the reason |
 | `logout`, `logout_confirm_shown` | RP-initiated logout | success |
-| `family_revoked` | revocation, logout | the reason |
-| `token_revoked` | RFC 7009 revocation | success |
-| `token_exchanged` | RFC 8693 token exchange | success, failure |
-| `token_issued` | every grant that issues an access token | the grant type |
+| `revoke` | RFC 7009 revocation (`token_type` access_token or refresh_token) | success |
+| `token_exchange` | RFC 8693 exchange to a broker audience | success, inactive_subject |
+| `token_exchange_shotgrid` | RFC 8693 exchange to a ShotGrid token | success, refused, unavailable |
+| `client_credentials` | client credentials grant | success |
 | `key_rotated`, `key_retired` | `KeyManager.rotate` / `retire` | success, not_found |
 | `store_error` | a request failing on the store | unavailable |
 """

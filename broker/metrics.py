@@ -143,5 +143,7 @@ def observe_event(event: str, outcome: str, fields: dict[str, object]) -> None:
         FAMILIES_REVOKED.labels(outcome).inc()
     elif event in ("logout", "code_replay"):
         FAMILIES_REVOKED.labels(event).inc()
+    elif event == "revoke" and fields.get("token_type") == "refresh_token":
+        FAMILIES_REVOKED.labels("revoke").inc()
     elif event in ("key_rotated", "key_retired"):
         KEY_EVENTS.labels(event).inc()

@@ -106,8 +106,42 @@ def test_full_run_logs_audit_trail_and_no_secret(tmp_path: Path, log_buffer: io.
                 data={"grant_type": "client_credentials"},
                 headers={"Authorization": f"Basic {basic}"},
             )
-            assert backend.status_code < 500
+            assert backend.status_code == 200, backend.text
             secrets["basic credentials"] = basic
+            secrets["client credentials token"] = backend.json()["access_token"]
+
+            # Services: token exchange (a broker audience, then a ShotGrid token acting as
+            # alice), introspection and revocation, all authenticated with the secret.
+            fresh = running.password_grant(http).json()  # the reuse above revoked `second`
+            secrets["access token 3"] = fresh["access_token"]
+            secrets["refresh token 3"] = fresh["refresh_token"]
+            exchange = {
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": fresh["access_token"],
+                "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            }
+            auth = {"Authorization": f"Basic {basic}"}
+            review = http.post("/token", data={**exchange, "audience": "review-api"}, headers=auth)
+            assert review.status_code == 200, review.text
+            secrets["exchanged token"] = review.json()["access_token"]
+            sg = http.post(
+                "/token",
+                data={
+                    **exchange,
+                    "requested_token_type": "urn:shotgrid:params:oauth:token-type:access_token",
+                },
+                headers=auth,
+            )
+            assert sg.status_code == 200, sg.text
+            secrets["exchanged ShotGrid token"] = sg.json()["access_token"]
+            introspected = http.post(
+                "/introspect", data={"token": fresh["access_token"]}, headers=auth
+            )
+            assert introspected.json()["active"] is True
+            revoked = http.post(
+                "/revoke", data={"token": fresh["refresh_token"], "client_id": "dna-cli"}
+            )
+            assert revoked.status_code == 200
 
             # Browser login: a wrong password on the login page, then a code flow.
             flow = Flow()
@@ -144,6 +178,9 @@ def test_full_run_logs_audit_trail_and_no_secret(tmp_path: Path, log_buffer: io.
     assert ("refresh", "rotated") in events
     assert ("refresh_reuse_detected", "revoked") in events
     assert ("key_rotated", "success") in events
+    assert ("token_exchange", "success") in events
+    assert ("token_exchange_shotgrid", "success") in events
+    assert ("revoke", "success") in events
     assert ("login", "failure") in events
     assert sum(1 for e in audits if e["event"] == "login" and e.get("user_id") == 102) == 1
     for audit in audits:

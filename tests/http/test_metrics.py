@@ -52,6 +52,9 @@ def test_counters_move_with_what_happens(running: tuple[RunningBroker, MovableCl
         assert broker.refresh(http, token).status_code == 200
         clock.advance(broker.settings.refresh_reuse_grace + 1)
         assert broker.refresh(http, token).status_code == 400
+        other = broker.password_grant(http).json()["refresh_token"]
+        revoked = http.post("/revoke", data={"token": other, "client_id": "dna-cli"})
+        assert revoked.status_code == 200
     broker.broker.keys.rotate()
     after = scrape(broker.url)
 
@@ -59,7 +62,7 @@ def test_counters_move_with_what_happens(running: tuple[RunningBroker, MovableCl
         return value(after, name, **labels) - value(before, name, **labels)
 
     token_ok = {"endpoint": "/token", "method": "POST", "outcome": "success", "status": "200"}
-    assert delta("broker_requests_total", grant_type="password", **token_ok) == 1
+    assert delta("broker_requests_total", grant_type="password", **token_ok) == 2
     assert delta("broker_requests_total", grant_type="refresh_token", **token_ok) == 1
     assert (
         delta(
@@ -72,20 +75,23 @@ def test_counters_move_with_what_happens(running: tuple[RunningBroker, MovableCl
         )
         == 1
     )
-    assert delta("broker_tokens_issued_total", grant_type="password") == 1
+    assert delta("broker_tokens_issued_total", grant_type="password") == 2
     assert delta("broker_tokens_issued_total", grant_type="refresh_token") == 1
-    assert delta("broker_logins_total", outcome="success") == 1
+    assert delta("broker_logins_total", outcome="success") == 2
     assert delta("broker_logins_total", outcome="failure") == 1
     assert delta("broker_refresh_reuse_detected_total") == 1
     assert delta("broker_families_revoked_total", reason="reuse") == 1
+    assert delta("broker_families_revoked_total", reason="revoke") == 1
+    revoke_ok = {"endpoint": "/revoke", "method": "POST", "grant_type": "none"}
+    assert delta("broker_requests_total", outcome="success", status="200", **revoke_ok) == 1
     assert delta("broker_key_events_total", event="key_rotated") == 1
-    assert delta("broker_upstream_requests_total", operation="auth_token", outcome="success") == 1
+    assert delta("broker_upstream_requests_total", operation="auth_token", outcome="success") == 2
     assert (
         delta("broker_upstream_requests_total", operation="auth_token", outcome="client_error") == 1
     )
     assert delta("broker_upstream_requests_total", operation="human_user_read", outcome="success")
     assert delta("broker_request_duration_seconds_count", endpoint="/token", grant_type="password")
-    assert delta("broker_upstream_duration_seconds_count", operation="auth_token") == 2
+    assert delta("broker_upstream_duration_seconds_count", operation="auth_token") == 3
 
 
 def test_garbage_cannot_grow_label_sets(running: tuple[RunningBroker, MovableClock]) -> None:
