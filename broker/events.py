@@ -21,7 +21,7 @@ ones it counts):
 | `logout`, `logout_confirm_shown` | RP-initiated logout | success |
 | `revoke` | RFC 7009 revocation (`token_type` access_token or refresh_token) | success |
 | `token_exchange` | RFC 8693 exchange to a broker audience | success, inactive_subject |
-| `token_exchange_shotgrid` | RFC 8693 exchange to a ShotGrid token | success, refused, unavailable |
+| `token_exchange_shotgrid` | RFC 8693 exchange to ShotGrid | success, refused, unavailable |
 | `client_credentials` | client credentials grant | success |
 | `key_rotated`, `key_retired` | `KeyManager.rotate` / `retire` | success, not_found |
 | `store_error` | a request failing on the store | unavailable |
