@@ -25,7 +25,8 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from broker.endpoints.revocation import REFRESH, authenticate_401, lookup_order
 from broker.tokens.access import InactiveToken, validate_access_token
-from broker.tokens.claims import REFRESH_TOKEN_TYP, epoch
+from broker.tokens.claims import epoch
+from broker.tokens.refresh import load_refresh_token
 
 JWT_RESPONSE_TYPE = "application/token-introspection+jwt"
 JWT_RESPONSE_TYP = "token-introspection+jwt"
@@ -63,26 +64,19 @@ def _access(broker: Any, token: str) -> dict[str, Any] | None:
 
 
 def _refresh(broker: Any, token: str) -> dict[str, Any] | None:
-    try:
-        claims = broker.keys.verify(token, use="rt", typ=REFRESH_TOKEN_TYP)
-    except ValueError:
+    found = load_refresh_token(broker, token)
+    if found is None:
         return None
-    if claims.get("iss") != broker.issuer or claims.get("aud") != broker.issuer:
-        return None
-    jti = claims.get("jti")
-    store = broker.store
-    record = store.get_refresh_token(jti) if isinstance(jti, str) else None
+    record, family, session = found
     now = broker.now()
-    if record is None or record.expires_at <= now:
+    if record.expires_at <= now:
         return None
     grace = timedelta(seconds=broker.settings.refresh_reuse_grace)
     if record.used_at is not None and now - record.used_at > grace:
         return None
-    family = store.get_family(record.family_id)
-    if family is None or family.revoked or family.expires_at <= now:
+    if family.revoked or family.expires_at <= now:
         return None
-    session = store.get_session(family.sid)
-    if session is None or session.revoked or session.expires_at <= now:
+    if session.revoked or session.expires_at <= now:
         return None
     return {
         "active": True,

@@ -24,7 +24,8 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 
 from broker.errors import UnsupportedTokenTypeError
 from broker.events import audit
-from broker.tokens.claims import ACCESS_TOKEN_TYP, REFRESH_TOKEN_TYP
+from broker.tokens.claims import ACCESS_TOKEN_TYP
+from broker.tokens.refresh import load_refresh_token
 
 ACCESS, REFRESH = "access_token", "refresh_token"
 
@@ -78,21 +79,12 @@ def _access(broker: Any, token: str) -> PresentedToken | None:
 
 
 def _refresh(broker: Any, token: str) -> PresentedToken | None:
-    try:
-        claims = broker.keys.verify(token, use="rt", typ=REFRESH_TOKEN_TYP)
-    except ValueError:
+    found = load_refresh_token(broker, token)
+    if found is None:
         return None
-    jti = claims.get("jti")
-    if claims.get("iss") != broker.issuer or claims.get("aud") != broker.issuer:
-        return None
-    if not isinstance(jti, str):
-        return None
-    record = broker.store.get_refresh_token(jti)
-    family = broker.store.get_family(record.family_id) if record is not None else None
-    if record is None or family is None:
-        return None
+    record, family, _session = found
     return PresentedToken(
-        REFRESH, family.client_id, jti, record.expires_at, family.family_id, family.sid
+        REFRESH, family.client_id, record.jti, record.expires_at, family.family_id, family.sid
     )
 
 

@@ -25,7 +25,7 @@ from broker.store import (
     RotationStatus,
     SessionRecord,
 )
-from broker.tokens.claims import REFRESH_TOKEN_TYP
+from broker.tokens.refresh import load_refresh_token
 from broker.upstream import (
     InactiveUser,
     UnknownUser,
@@ -58,25 +58,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
-        broker = self.server.broker
-        try:
-            claims = broker.keys.verify(refresh_token, use="rt", typ=REFRESH_TOKEN_TYP)
-        except ValueError:
-            return None
-        jti = claims.get("jti")
-        if claims.get("iss") != broker.issuer or claims.get("aud") != broker.issuer:
-            return None
-        if not isinstance(jti, str):
-            return None
-        store = broker.store
-        record = store.get_refresh_token(jti)
-        if record is None:
-            return None
-        family = store.get_family(record.family_id)
-        session = store.get_session(family.sid) if family else None
-        if family is None or session is None:
-            return None
-        return RefreshCredential(record, family, session)
+        found = load_refresh_token(self.server.broker, refresh_token)
+        return RefreshCredential(*found) if found is not None else None
 
     def authenticate_user(self, credential: RefreshCredential) -> SessionRecord:
         return credential.session

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidGrantError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -32,7 +31,7 @@ from broker.errors import TemporarilyUnavailableError, TooManyRequestsError
 from broker.events import audit
 from broker.grants.password import password_login
 from broker.http import pages
-from broker.http.oauth import BodyTooLarge, client_ip, parse_pairs, read_form, reject_duplicates
+from broker.http.oauth import client_ip
 from broker.store import SessionRecord, StoreUnavailable
 from broker.tokens.secrets import sha256_b64
 from broker.upstream import LoginResult
@@ -52,17 +51,9 @@ def _broker(request: Request) -> Broker:
 
 async def authorize(request: Request) -> Response:
     broker = _broker(request)
-    try:
-        if request.method == "POST":
-            pairs = await read_form(request, broker.settings.max_body_bytes)
-        else:
-            pairs = parse_pairs(request.url.query, what="query string")
-            reject_duplicates(pairs)
-    except BodyTooLarge:
-        return pages.error_page(broker, "invalid_request", "The request is too large.", 413)
-    except OAuth2Error as err:
-        return pages.error_page(broker, err.error, err.description or "Malformed request.")
-    params = dict(pairs)
+    params = await pages.page_params(request, broker)
+    if isinstance(params, Response):
+        return params
     try:
         areq = await run_in_threadpool(validate, params, broker.store.get_client)
         session = await run_in_threadpool(pages.read_session, broker, request)

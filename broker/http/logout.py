@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.oauth2 import OAuth2Error
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +21,7 @@ from broker.core import Broker
 from broker.endpoints.authorization import with_query
 from broker.events import audit
 from broker.http import pages
-from broker.http.oauth import BodyTooLarge, client_ip, parse_pairs, read_form, reject_duplicates
+from broker.http.oauth import client_ip
 from broker.redirects import redirect_uri_allowed
 from broker.store import ClientRecord, StoreUnavailable
 
@@ -112,17 +111,9 @@ def _done(broker: Broker, lreq: LogoutRequest) -> Response:
 
 async def logout(request: Request) -> Response:
     broker: Broker = request.app.state.broker
-    try:
-        if request.method == "POST":
-            pairs = await read_form(request, broker.settings.max_body_bytes)
-        else:
-            pairs = parse_pairs(request.url.query, what="query string")
-            reject_duplicates(pairs)
-    except BodyTooLarge:
-        return pages.error_page(broker, "invalid_request", "The request is too large.", 413)
-    except OAuth2Error as err:
-        return pages.error_page(broker, err.error, err.description or "Malformed request.")
-    params = dict(pairs)
+    params = await pages.page_params(request, broker)
+    if isinstance(params, Response):
+        return params
     try:
         lreq = await run_in_threadpool(resolve, broker, params)
         session = await run_in_threadpool(pages.read_session, broker, request)

@@ -17,11 +17,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from authlib.oauth2 import OAuth2Error
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from broker.core import Broker
+from broker.http.oauth import BodyTooLarge, parse_pairs, read_form, reject_duplicates
 from broker.redirects import origin_of
 from broker.settings import decode_key
 from broker.store import SessionRecord
@@ -208,3 +210,20 @@ def set_csrf_cookie(broker: Broker, response: Response, value: str) -> None:
         httponly=True,
         samesite="lax",
     )
+
+
+async def page_params(request: Request, broker: Broker) -> dict[str, str] | Response:
+    """The parameters of a browser page request (query for GET, form for POST), or the
+    error page to show: malformed, repeated or oversized parameters never reach a client
+    redirect, because nothing about them can be trusted yet."""
+    try:
+        if request.method == "POST":
+            pairs = await read_form(request, broker.settings.max_body_bytes)
+        else:
+            pairs = parse_pairs(request.url.query, what="query string")
+            reject_duplicates(pairs)
+    except BodyTooLarge:
+        return error_page(broker, "invalid_request", "The request is too large.", 413)
+    except OAuth2Error as err:
+        return error_page(broker, err.error, err.description or "Malformed request.")
+    return dict(pairs)
