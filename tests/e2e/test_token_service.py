@@ -4,8 +4,6 @@ emulator upstream over HTTP, tokens checked with PyJWT's PyJWKClient from `jwks_
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,32 +11,13 @@ import jwt
 import pytest
 
 from broker.upstream.emulator import ShotGridEmulator
-from tests.support.broker import RunningBroker, broker_with_emulator
+from tests.support.broker import RunningBroker
 from tests.support.clock import MovableClock
+from tests.support.services import broker, clock, env, http
+
+__all__ = ["broker", "clock", "env", "http"]  # fixtures shared with the service tests
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
-
-
-@pytest.fixture
-def env(tmp_path: Path, clock: MovableClock) -> Iterator[tuple[RunningBroker, ShotGridEmulator]]:
-    with broker_with_emulator(tmp_path, clock) as (running, emu, _site):
-        yield running, emu
-
-
-@pytest.fixture
-def broker(env: tuple[RunningBroker, ShotGridEmulator]) -> RunningBroker:
-    return env[0]
-
-
-@pytest.fixture
-def http(broker: RunningBroker) -> Iterator[httpx.Client]:
-    with broker.client() as client:
-        yield client
 
 
 def verify_access_token(broker: RunningBroker, token: str, clock: MovableClock) -> dict[str, Any]:
