@@ -4,6 +4,7 @@ emulator upstream over HTTP, tokens checked with PyJWT's PyJWKClient from `jwks_
 from __future__ import annotations
 
 import concurrent.futures
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import jwt
 import pytest
 
 from broker.upstream.emulator import ShotGridEmulator
-from tests.support.broker import RunningBroker
+from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.services import broker, clock, env, http
 
@@ -328,3 +329,36 @@ def test_discovery_and_jwks(broker: RunningBroker, http: httpx.Client) -> None:
     for key in response.json()["keys"]:
         assert "d" not in key and "p" not in key
         assert key["use"] == "sig"
+
+
+def test_custody_without_script_rechecks_with_the_users_own_token(
+    tmp_path: Path, clock: MovableClock
+) -> None:
+    """No script key: the recheck refreshes the kept ShotGrid token and reads the user
+    with it; a deactivated user, or a ShotGrid sign-in revoked upstream, ends the family."""
+    with (
+        broker_with_emulator(
+            tmp_path,
+            clock,
+            upstream_strategy="custody",
+            shotgrid_script_name=None,
+            shotgrid_script_key=None,
+        ) as (running, emu, _site),
+        running.client() as http,
+    ):
+        token = running.password_grant(http).json()["refresh_token"]
+        clock.advance(901)  # recheck due; the kept upstream access token (600 s) expired
+        ok = running.refresh(http, token)
+        assert ok.status_code == 200, ok.text
+        assert emu.calls["token:refresh_token"] == 1  # refreshed upstream, then read
+        token = ok.json()["refresh_token"]
+        emu.set_active("alice", False)
+        clock.advance(901)
+        gone = running.refresh(http, token)
+        assert gone.json()["error"] == "invalid_grant"
+
+        bob = running.password_grant(http, "bob").json()["refresh_token"]
+        emu.revoke_user_tokens("bob")
+        clock.advance(901)
+        rejected = running.refresh(http, bob)
+        assert rejected.json()["error"] == "invalid_grant"
