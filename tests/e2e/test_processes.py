@@ -83,6 +83,21 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def password_grant(url: str, username: str, password: str) -> httpx.Response:
+    form = {
+        "grant_type": "password",
+        "client_id": "dna-cli",
+        "username": username,
+        "password": password,
+    }
+    return httpx.post(f"{url}/token", data=form)
+
+
+def refresh_grant(url: str, token: str) -> httpx.Response:
+    form = {"grant_type": "refresh_token", "client_id": "dna-cli", "refresh_token": token}
+    return httpx.post(f"{url}/token", data=form)
+
+
 @contextlib.contextmanager
 def demo(data_dir: Path, port: int, sg_port: int) -> Iterator[tuple[Proc, str]]:
     proc = Proc(
@@ -103,38 +118,15 @@ def test_demo_restart_keeps_keys_sessions_and_refresh_tokens(tmp_path: Path) -> 
     with demo(data, port, sg_port) as (proc, url):
         banner = "".join(proc.output)
         assert url in banner and "grant_type=password" in banner
-        tokens = httpx.post(
-            f"{url}/token",
-            data={
-                "grant_type": "password",
-                "client_id": "dna-cli",
-                "username": "alice",
-                "password": secret_password,
-            },
-        ).json()
-        refused = httpx.post(
-            f"{url}/token",
-            data={
-                "grant_type": "password",
-                "client_id": "dna-cli",
-                "username": "alice",
-                "password": wrong_password,
-            },
-        )
+        tokens = password_grant(url, "alice", secret_password).json()
+        refused = password_grant(url, "alice", wrong_password)
         assert refused.status_code == 400
         jwks_before = httpx.get(f"{url}/jwks.json").json()
     first_run_output = "".join(proc.output)
     with demo(data, port, sg_port) as (proc, url2):
         assert httpx.get(f"{url2}/jwks.json").json() == jwks_before
         # tokens issued before the restart: the refresh token refreshes...
-        refreshed = httpx.post(
-            f"{url2}/token",
-            data={
-                "grant_type": "refresh_token",
-                "client_id": "dna-cli",
-                "refresh_token": tokens["refresh_token"],
-            },
-        )
+        refreshed = refresh_grant(url2, tokens["refresh_token"])
         assert refreshed.status_code == 200, refreshed.text
         # ... and the access token from before the restart still verifies offline
         key = jwt.PyJWKClient(f"{url2}/jwks.json").get_signing_key_from_jwt(tokens["access_token"])
@@ -222,35 +214,13 @@ def test_two_serve_processes_share_one_store(
     try:
         wait_ready(url_a)
         wait_ready(url_b)
-        login = httpx.post(
-            f"{url_a}/token",
-            data={
-                "grant_type": "password",
-                "client_id": "dna-cli",
-                "username": "bob",
-                "password": "bob-pw",
-            },
-        )
+        login = password_grant(url_a, "bob", "bob-pw")
         assert login.status_code == 200, login.text
-        at_b = httpx.post(
-            f"{url_b}/token",
-            data={
-                "grant_type": "refresh_token",
-                "client_id": "dna-cli",
-                "refresh_token": login.json()["refresh_token"],
-            },
-        )
+        at_b = refresh_grant(url_b, login.json()["refresh_token"])
         assert at_b.status_code == 200, at_b.text
         # reuse of the first token at A after B rotated it (past grace is not needed:
         # the successor exists, so within grace A returns the same successor)
-        again = httpx.post(
-            f"{url_a}/token",
-            data={
-                "grant_type": "refresh_token",
-                "client_id": "dna-cli",
-                "refresh_token": login.json()["refresh_token"],
-            },
-        )
+        again = refresh_grant(url_a, login.json()["refresh_token"])
         assert again.status_code == 200
         assert again.json()["refresh_token"] == at_b.json()["refresh_token"]
 
@@ -268,15 +238,7 @@ def test_two_serve_processes_share_one_store(
         for url in (url_a, url_b):
             deadline = time.monotonic() + 10
             while True:
-                token = httpx.post(
-                    f"{url}/token",
-                    data={
-                        "grant_type": "password",
-                        "client_id": "dna-cli",
-                        "username": "alice",
-                        "password": "alice-pw",
-                    },
-                ).json()["access_token"]
+                token = password_grant(url, "alice", "alice-pw").json()["access_token"]
                 if jwt.get_unverified_header(token)["kid"] in current:
                     break
                 assert time.monotonic() < deadline, f"{url} still signs with the old key"
@@ -284,25 +246,9 @@ def test_two_serve_processes_share_one_store(
         # A login throttled at one replica is throttled at the other: the counters are in
         # the shared store.
         for _ in range(3):
-            failed = httpx.post(
-                f"{url_a}/token",
-                data={
-                    "grant_type": "password",
-                    "client_id": "dna-cli",
-                    "username": "carol",
-                    "password": "wrong",
-                },
-            )
+            failed = password_grant(url_a, "carol", "wrong")
             assert failed.json()["error"] == "invalid_grant"
-        throttled = httpx.post(
-            f"{url_b}/token",
-            data={
-                "grant_type": "password",
-                "client_id": "dna-cli",
-                "username": "carol",
-                "password": "wrong",
-            },
-        )
+        throttled = password_grant(url_b, "carol", "wrong")
         assert throttled.status_code == 429
         assert int(throttled.headers["retry-after"]) > 0
 

@@ -2,6 +2,9 @@
 
 Startup is awaited through uvicorn's own `started` flag (no sleeps standing in for
 synchronisation), and shutdown waits for the thread, so each test gets a clean server.
+
+The same helper as the broker's tests/support/servers.py, kept as a copy on purpose: the
+client's suite must run from its own directory with only its own test extras installed.
 """
 
 from __future__ import annotations
