@@ -13,7 +13,8 @@ from urllib.parse import SplitResult, urlsplit
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 
-def _split(uri: str) -> SplitResult | None:
+def split_uri(uri: str) -> SplitResult | None:
+    """Parsed URI, or None when it is malformed or carries userinfo or a fragment."""
     if not uri or len(uri) > 2048 or any(c in uri for c in "\\ \t\r\n"):
         return None
     try:
@@ -26,7 +27,8 @@ def _split(uri: str) -> SplitResult | None:
     return parts
 
 
-def _hostname(parts: SplitResult) -> str:
+def host_of(parts: SplitResult) -> str:
+    """The host as written (IPv6 in brackets), without the port."""
     host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
     if parts.netloc.startswith("[") and "]:" in parts.netloc:
         host = parts.netloc.split("]:", 1)[0] + "]"
@@ -34,34 +36,34 @@ def _hostname(parts: SplitResult) -> str:
 
 
 def is_loopback(uri: str) -> bool:
-    parts = _split(uri)
-    return parts is not None and parts.scheme == "http" and _hostname(parts) in LOOPBACK_HOSTS
+    parts = split_uri(uri)
+    return parts is not None and parts.scheme == "http" and host_of(parts) in LOOPBACK_HOSTS
 
 
 def redirect_uri_allowed(candidate: str, registered: Iterable[str]) -> bool:
-    cand = _split(candidate)
+    cand = split_uri(candidate)
     if cand is None:
         return False
     for reg_uri in registered:
         if candidate == reg_uri:
             return True
-        reg = _split(reg_uri)
-        if reg is None or reg.scheme != "http" or _hostname(reg) not in LOOPBACK_HOSTS:
+        reg = split_uri(reg_uri)
+        if reg is None or reg.scheme != "http" or host_of(reg) not in LOOPBACK_HOSTS:
             continue
         if reg.port is not None or not candidate.startswith("http://"):
             continue
         # Byte-exact apart from the port: drop the candidate's port and compare strings
         # (comparing urlsplit parts would let `HTTP://` or a bare trailing `?` through).
-        host = _hostname(cand)
+        host = host_of(cand)
         rest = candidate[len("http://") + len(cand.netloc) :]
-        if host == _hostname(reg) and f"http://{host}{rest}" == reg_uri:
+        if host == host_of(reg) and f"http://{host}{rest}" == reg_uri:
             return True
     return False
 
 
 def origin_of(uri: str) -> str | None:
     """`scheme://host[:port]` of a URI (the CORS origin a page at that URI sends)."""
-    parts = _split(uri)
+    parts = split_uri(uri)
     if parts is None:
         return None
     return f"{parts.scheme}://{parts.netloc}"

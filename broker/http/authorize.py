@@ -144,24 +144,15 @@ async def _login_submit(
             client_id=areq.client.client_id,
             ip=client_ip(request),
         )
-    except TooManyRequestsError as err:
+    except (TooManyRequestsError, TemporarilyUnavailableError) as err:
+        # Throttled (429) or ShotGrid/store down (503): the form again, with the advice.
         return _login_page(
             request,
             broker,
             areq,
             username=username,
             error=err.description,
-            status=429,
-            headers={"Retry-After": str(err.retry_after)},
-        )
-    except TemporarilyUnavailableError as err:
-        return _login_page(
-            request,
-            broker,
-            areq,
-            username=username,
-            error=err.description,
-            status=503,
+            status=err.status_code,
             headers={"Retry-After": str(err.retry_after or 5)},
         )
     except InvalidGrantError as err:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker.redirects import LOOPBACK_HOSTS, is_loopback, origin_of
+from broker.redirects import LOOPBACK_HOSTS, host_of, is_loopback, origin_of, split_uri
 from broker.store import ClientRecord, StoreError
 
 CORS_PATHS = frozenset(
@@ -51,9 +50,9 @@ class Allowlist:
         loopback: set[tuple[str, str]] = set()
         for client in clients:
             for uri in client.redirect_uris:
-                if is_loopback(uri):
-                    parts = urlsplit(uri)
-                    loopback.add((parts.scheme, _host(parts.netloc)))
+                parts = split_uri(uri)
+                if parts is not None and is_loopback(uri):
+                    loopback.add((parts.scheme, host_of(parts)))
                 origin = origin_of(uri)
                 if origin:
                     exact.add(origin)
@@ -66,21 +65,11 @@ class Allowlist:
             return True
         if len(origin) > 300 or origin == "null":
             return False
-        try:
-            parts = urlsplit(origin)
-            parts.port  # noqa: B018  (raises ValueError on a bad port)
-        except ValueError:
+        parts = split_uri(origin)
+        if parts is None or parts.path or parts.query:
             return False
-        if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
-            return False
-        host = _host(parts.netloc)
+        host = host_of(parts)
         return host in LOOPBACK_HOSTS and (parts.scheme, host) in self.loopback
-
-
-def _host(netloc: str) -> str:
-    if netloc.startswith("["):
-        return netloc.split("]", 1)[0] + "]"
-    return netloc.rsplit(":", 1)[0] if ":" in netloc else netloc
 
 
 class CorsMiddleware:

@@ -234,18 +234,29 @@ def _scalar(site: Site, item: HumanUser | Project, name: str) -> Any:
     return attributes[name]
 
 
+async def _enter_entity(
+    site: Site, request: Request, suffix: str
+) -> tuple[Principal, str] | Response:
+    """What every entity read does first: injected faults, the bearer, the entity type."""
+    etype = request.path_params["etype"]
+    injected = await site.enter(request, "rest", f"rest:{etype}{suffix}")
+    if injected is not None:
+        return injected
+    principal = _authenticate(site, request)
+    if principal is None:
+        return _unauthorized()
+    kind = _ENTITY_TYPES.get(etype)
+    if kind is None:
+        return _not_found(f"Entity type '{etype}' does not exist.")
+    return principal, kind
+
+
 def entity_list(site: Site) -> Callable[[Request], Any]:
     async def read_all(request: Request) -> Response:
-        etype = request.path_params["etype"]
-        injected = await site.enter(request, "rest", f"rest:{etype}")
-        if injected is not None:
-            return injected
-        principal = _authenticate(site, request)
-        if principal is None:
-            return _unauthorized()
-        kind = _ENTITY_TYPES.get(etype)
-        if kind is None:
-            return _not_found(f"Entity type '{etype}' does not exist.")
+        entered = await _enter_entity(site, request, "")
+        if isinstance(entered, Response):
+            return entered
+        principal, kind = entered
         query = request.query_params
         retired = query.get("options[return_only]") == "retired"
         try:
@@ -282,16 +293,10 @@ def entity_list(site: Site) -> Callable[[Request], Any]:
 
 def entity_one(site: Site) -> Callable[[Request], Any]:
     async def read_one(request: Request) -> Response:
-        etype = request.path_params["etype"]
-        injected = await site.enter(request, "rest", f"rest:{etype}:id")
-        if injected is not None:
-            return injected
-        principal = _authenticate(site, request)
-        if principal is None:
-            return _unauthorized()
-        kind = _ENTITY_TYPES.get(etype)
-        if kind is None:
-            return _not_found(f"Entity type '{etype}' does not exist.")
+        entered = await _enter_entity(site, request, ":id")
+        if isinstance(entered, Response):
+            return entered
+        principal, kind = entered
         item_id: int = request.path_params["item_id"]
         item: HumanUser | Project | None
         if kind == "HumanUser":

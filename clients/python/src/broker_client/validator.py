@@ -102,14 +102,19 @@ class TokenValidator:
         self.signature_checks = 0
         self.cache_hits = 0
 
-    def validate(self, token: str) -> AccessTokenClaims:
-        """Claims of a valid token; `InvalidToken` or `JWKSUnavailable` otherwise."""
-        now = self._clock()
+    def _cached(self, token: str, now: float) -> AccessTokenClaims | None:
         if token.__class__ is not str:
             raise MalformedToken("the token is not a string")
         hit = self.cache.get(token, now)
         if hit is not None:
             self.cache_hits += 1
+        return hit
+
+    def validate(self, token: str) -> AccessTokenClaims:
+        """Claims of a valid token; `InvalidToken` or `JWKSUnavailable` otherwise."""
+        now = self._clock()
+        hit = self._cached(token, now)
+        if hit is not None:
             return hit
         generation = self.jwks.generation
         keys = self.jwks.key_set()
@@ -122,11 +127,8 @@ class TokenValidator:
     async def avalidate(self, token: str) -> AccessTokenClaims:
         """`validate` for asyncio code: key set fetches do not block the event loop."""
         now = self._clock()
-        if token.__class__ is not str:
-            raise MalformedToken("the token is not a string")
-        hit = self.cache.get(token, now)
+        hit = self._cached(token, now)
         if hit is not None:
-            self.cache_hits += 1
             return hit
         generation = self.jwks.generation
         keys = await self.jwks.akey_set()
