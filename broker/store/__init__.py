@@ -29,6 +29,7 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    RefreshChain,
     RefreshTokenRecord,
     RotationResult,
     RotationStatus,
@@ -100,6 +101,11 @@ class Store(Protocol):
         """False if already revoked or unknown."""
 
     def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None: ...
+
+    def get_refresh_chain(self, jti: str) -> RefreshChain | None:
+        """The token, its family and the family's session, read together (the refresh
+        grant's only read before its compare-and-swap); None if any of the three is
+        absent. State (used, revoked, expired) is returned as stored, not judged."""
 
     def rotate_refresh_token(
         self,
@@ -224,6 +230,7 @@ __all__ = [
     "FamilyRecord",
     "KeyRecord",
     "KeyState",
+    "RefreshChain",
     "RefreshTokenRecord",
     "RotationResult",
     "RotationStatus",

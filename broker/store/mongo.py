@@ -48,6 +48,7 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    RefreshChain,
     RefreshTokenRecord,
     RotationResult,
     RotationStatus,
@@ -293,6 +294,14 @@ class MongoStore:
 
     def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None:
         return _opt(RefreshTokenRecord, self._tokens.find_one({"_id": jti}))
+
+    def get_refresh_chain(self, jti: str) -> RefreshChain | None:
+        token = self.get_refresh_token(jti)
+        family = self.get_family(token.family_id) if token is not None else None
+        session = self.get_session(family.sid) if family is not None else None
+        if token is None or family is None or session is None:
+            return None
+        return RefreshChain(token, family, session)
 
     def rotate_refresh_token(
         self,

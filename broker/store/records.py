@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 SCHEMA_VERSION = 1
 """Bumped when a record's stored shape changes; readers accept every older version."""
@@ -110,6 +111,14 @@ class RotationStatus(StrEnum):
     """The parent was used before the grace period: the family is now revoked."""
     INVALID = "invalid"
     """Unknown token, expired, or its family/session already revoked or expired."""
+
+
+class RefreshChain(NamedTuple):
+    """A refresh token with the family and session it belongs to (one store read)."""
+
+    token: RefreshTokenRecord
+    family: FamilyRecord
+    session: SessionRecord
 
 
 @dataclass(frozen=True, slots=True)

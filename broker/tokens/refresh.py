@@ -4,22 +4,16 @@ each judge the records' state for their own purpose."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-from broker.store import FamilyRecord, RefreshTokenRecord, SessionRecord
+from broker.store import RefreshChain
 from broker.tokens.claims import REFRESH_TOKEN_TYP
 
 if TYPE_CHECKING:
     from broker.core import Broker
 
 
-class PresentedRefreshToken(NamedTuple):
-    record: RefreshTokenRecord
-    family: FamilyRecord
-    session: SessionRecord
-
-
-def load_refresh_token(broker: Broker, token: str) -> PresentedRefreshToken | None:
+def load_refresh_token(broker: Broker, token: str) -> RefreshChain | None:
     """The records behind a refresh token this broker issued, or None for anything else
     (garbage, another issuer, a forged MAC, records gone). State is not judged here."""
     try:
@@ -31,10 +25,4 @@ def load_refresh_token(broker: Broker, token: str) -> PresentedRefreshToken | No
         return None
     if not isinstance(jti, str):
         return None
-    store = broker.store
-    record = store.get_refresh_token(jti)
-    family = store.get_family(record.family_id) if record is not None else None
-    session = store.get_session(family.sid) if family is not None else None
-    if record is None or family is None or session is None:
-        return None
-    return PresentedRefreshToken(record, family, session)
+    return broker.store.get_refresh_chain(jti)

@@ -268,6 +268,37 @@ class StoreConformance:
         revoked = store.get_family("fam-1")
         assert revoked is not None and revoked.revoked_reason == "logout"
 
+    def test_refresh_chain_reads_token_family_and_session(
+        self, store: Store, now: datetime
+    ) -> None:
+        session = make_session(now, email="a@example.com", cookie_hash="c-h")
+        store.create_session(session)
+        family = make_family(now, code_hash="code-h")
+        first = make_token(now, "rt-0")
+        store.create_family(family, first)
+        store.rotate_refresh_token("rt-0", make_token(now, "rt-1"), now + S, GRACE)
+        store.revoke_family("fam-1", now + 2 * S, "logout")
+        chain = store.get_refresh_chain("rt-0")
+        assert chain is not None
+        # As stored, not judged: used and revoked records come back as they are.
+        assert chain.token == store.get_refresh_token("rt-0")
+        assert chain.token.used_at == now + S and chain.token.successor_jti == "rt-1"
+        assert chain.family == store.get_family("fam-1")
+        assert chain.family.revoked_reason == "logout"
+        assert chain.session == store.get_session("sid-1") == session
+        assert store.get_refresh_chain("rt-1") == (
+            store.get_refresh_token("rt-1"),
+            chain.family,
+            session,
+        )
+        assert store.get_refresh_chain("nope") is None
+
+    def test_refresh_chain_is_none_without_its_session(self, store: Store, now: datetime) -> None:
+        # A family whose session is gone (deleted by GC) names no usable chain.
+        store.create_family(make_family(now, sid="gone"), make_token(now, "rt-0"))
+        assert store.get_refresh_token("rt-0") is not None
+        assert store.get_refresh_chain("rt-0") is None
+
     # --- rotation ----------------------------------------------------------------------------
     def test_rotate_rotated(self, store: Store, now: datetime) -> None:
         self.setup_rotation(store, now)
