@@ -89,6 +89,16 @@ def banner(issuer: str, shotgrid_url: str, data_dir: Path) -> str:
     )
 
 
+def _loop_factory() -> Any:
+    """uvloop when installed, as `serve` gets from uvicorn: the demo runs its two servers
+    on a loop of its own, so uvicorn's loop setup does not apply here."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
     import uvicorn
 
@@ -131,5 +141,6 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
             if task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
     return 0
