@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 HERE = Path(__file__).resolve().parent
@@ -134,31 +135,82 @@ def peak_rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
-def start_demo(data_dir: Path, alg: str) -> tuple[subprocess.Popen[bytes], int]:
-    port, sg_port = free_port(), free_port()
-    env = dict(os.environ, BROKER_SIGNING_ALG=alg, BROKER_LOG_LEVEL="warning")
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def choose_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """One core for the server worker and another for this load generator, so the
+    figure is the worker's on one core (the target's terms) and the two never compete."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, {cpus[1]}
+
+
+def start_server(
+    cmd: list[str], ready: bytes, env: dict[str, str], cpus: set[int] | None
+) -> subprocess.Popen[bytes]:
+    def pin() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "broker",
-            "demo",
-            "--port",
-            str(port),
-            "--shotgrid-port",
-            str(sg_port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, preexec_fn=pin
     )
     assert proc.stdout is not None
-    for line in proc.stdout:  # the banner is printed once both servers listen
-        if b"issuer" in line:
-            return proc, port
-    raise RuntimeError("demo did not start")
+    for line in proc.stdout:  # printed once the server listens
+        if ready in line:
+            return proc
+    raise RuntimeError(f"{cmd[1:3]} did not start")
+
+
+def start_demo(
+    data_dir: Path, alg: str, cpus: set[int] | None
+) -> tuple[subprocess.Popen[bytes], int]:
+    port, sg_port = free_port(), free_port()
+    env = dict(os.environ, BROKER_SIGNING_ALG=alg, BROKER_LOG_LEVEL="warning")
+    cmd = [sys.executable, "-m", "broker", "demo", "--port", str(port)]
+    cmd += ["--shotgrid-port", str(sg_port), "--data-dir", str(data_dir)]
+    return start_server(cmd, b"issuer", env, cpus), port
+
+
+class Run(NamedTuple):
+    rate: float
+    errors: int
+    latencies: list[float]
+    cpu_per_request_us: float
+    rss_mb: float
+
+
+def measure(
+    proc: subprocess.Popen[bytes], port: int, args: argparse.Namespace, cpus: set[int] | None
+) -> Run:
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+    try:
+        before = cpu_seconds(proc.pid)
+        ok, errors, lat = asyncio.run(run_load("127.0.0.1", port, args.concurrency, args.duration))
+        used = cpu_seconds(proc.pid) - before
+        rss = peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return Run(ok / args.duration, errors, lat, used / max(ok, 1) * 1e6, rss)
+
+
+def floor(
+    args: argparse.Namespace, store: bool, cpus: tuple[set[int] | None, set[int] | None]
+) -> Run:
+    port = free_port()
+    cmd = [sys.executable, str(HERE / "floor_app.py"), "--port", str(port), "--alg", args.alg]
+    with tempfile.TemporaryDirectory(prefix="broker-floor-") as tmp:
+        if store:
+            cmd += ["--store", str(Path(tmp) / "floor.db")]
+        proc = start_server(cmd, b"ready", dict(os.environ), cpus[0])
+        return measure(proc, port, args, cpus[1])
 
 
 def main() -> int:
@@ -166,33 +218,58 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--alg", choices=["RS256", "ES256"], default="RS256")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="let the OS spread the worker over every core"
+    )
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the floor_app.py reference runs"
+    )
     args = parser.parse_args()
+    cpus = choose_cpus(not args.no_pin)
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
-    proc, port = start_demo(data_dir, args.alg)
     try:
-        ok, errors, lat = asyncio.run(run_load("127.0.0.1", port, args.concurrency, args.duration))
-        rss = peak_rss_mb(proc.pid)
+        proc, port = start_demo(data_dir, args.alg, cpus[0])
+        run = measure(proc, port, args, cpus[1])
     finally:
-        proc.terminate()
-        proc.wait(10)
         shutil.rmtree(data_dir, ignore_errors=True)
-    rate = ok / args.duration
-    lat_ms = sorted(x * 1000 for x in lat)
+    floors = (
+        []
+        if args.no_floor
+        else [
+            ("uvicorn + one signature", floor(args, False, cpus)),
+            ("+ the rotation's SQLite write", floor(args, True, cpus)),
+        ]
+    )
+    lat_ms = sorted(x * 1000 for x in run.latencies)
     p50 = statistics.median(lat_ms) if lat_ms else float("nan")
     p99 = lat_ms[int(len(lat_ms) * 0.99) - 1] if lat_ms else float("nan")
     limit = openssl_sign_rate(args.alg)
+    where = (
+        f"worker pinned to CPU {min(cpus[0])}, load on CPU {min(cpus[1])}"
+        if cpus[0] is not None and cpus[1] is not None
+        else "worker not pinned"
+    )
     print(
         f"refresh grant ({args.alg}), 1 worker, {args.concurrency} concurrent chains, "
-        f"{args.duration:.0f} s"
+        f"{args.duration:.0f} s, {where}"
     )
-    print(f"  requests/s        {rate:10.1f}   ({ok} ok, {errors} errors)")
+    print(
+        f"  requests/s        {run.rate:10.1f}   ({len(run.latencies)} sent, {run.errors} errors)"
+    )
     print(f"  latency p50/p99   {p50:7.2f} / {p99:.2f} ms")
+    print(f"  worker CPU        {run.cpu_per_request_us:7.0f} µs per request")
     if limit:
         print(f"  openssl {args.alg} sign/s {limit:10.1f}")
-        print(f"  ratio to signing limit  {rate / limit:.2f}")
-    print(f"  worker peak RSS   {rss:10.1f} MB")
-    return 0 if errors == 0 else 1
+        print(f"  ratio to signing limit  {run.rate / limit:.2f}")
+    print(f"  worker peak RSS   {run.rss_mb:10.1f} MB")
+    for name, ref in floors:
+        ratio = f", ratio {ref.rate / limit:.2f}" if limit else ""
+        print(
+            f"  floor: {name:<31} {ref.rate:8.1f} req/s, "
+            f"{ref.cpu_per_request_us:4.0f} µs CPU per request{ratio}"
+        )
+    return 0 if run.errors == 0 else 1
 
 
 if __name__ == "__main__":
