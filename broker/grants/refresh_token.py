@@ -19,12 +19,7 @@ from authlib.oauth2.rfc6749 import InvalidGrantError, grants
 from broker.errors import TemporarilyUnavailableError
 from broker.events import audit
 from broker.grants import TOKEN_HEADERS
-from broker.store import (
-    FamilyRecord,
-    RefreshTokenRecord,
-    RotationStatus,
-    SessionRecord,
-)
+from broker.store import RefreshChain, RotationStatus, SessionRecord
 from broker.tokens.refresh import load_refresh_token
 from broker.upstream import (
     InactiveUser,
@@ -37,14 +32,11 @@ log = logging.getLogger("broker.grants.refresh_token")
 
 
 class RefreshCredential:
-    """Authlib's view of a presented refresh token (its TokenMixin subset)."""
+    """Authlib's view of a presented refresh token (its TokenMixin subset) over the
+    records the store read for it."""
 
-    def __init__(
-        self, record: RefreshTokenRecord, family: FamilyRecord, session: SessionRecord
-    ) -> None:
-        self.record = record
-        self.family = family
-        self.session = session
+    def __init__(self, chain: RefreshChain) -> None:
+        self.record, self.family, self.session = chain
 
     def check_client(self, client: Any) -> bool:
         return bool(self.family.client_id == client.get_client_id())
@@ -59,7 +51,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
         found = load_refresh_token(self.server.broker, refresh_token)
-        return RefreshCredential(*found) if found is not None else None
+        return RefreshCredential(found) if found is not None else None
 
     def authenticate_user(self, credential: RefreshCredential) -> SessionRecord:
         return credential.session
