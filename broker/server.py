@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
-from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError
 from authlib.oauth2.rfc6749.requests import OAuth2Payload
 
 from broker.core import Broker
@@ -129,6 +129,14 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
         return grant_type in self.record.grant_types
 
 
+def client_auth_refusal(methods: Sequence[str]) -> str:
+    secret_methods = [m for m in methods if m != "none"]
+    text = "Client authentication failed: unknown client_id, wrong client secret"
+    if "none" not in methods:
+        text += ", or no client credentials (this endpoint needs a confidential client)"
+    return f"{text}. Accepted methods here: {', '.join(secret_methods or ['none'])}."
+
+
 class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     CLIENT_CACHE_SECONDS = 5.0
     """Registry changes (clients add/remove, from any process) apply within this delay;
@@ -152,6 +160,16 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 self._clients.clear()
             self._clients[client_id] = (now, record)
         return OAuthClient(record) if record else None
+
+    def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
+        """Authlib's refusal reads "cannot authenticate with methods: ['client_secret_basic',
+        ...]" (a Python list); clients show error_description to people, so say it plainly."""
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError as exc:
+            if (exc.description or "").startswith("The client cannot authenticate"):
+                exc.description = client_auth_refusal(methods)
+            raise
 
     def save_token(self, token: dict[str, Any], request: BrokerRequest) -> None:
         """Grants persist what they issue themselves (atomically, in the store)."""

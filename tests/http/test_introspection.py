@@ -317,6 +317,12 @@ def test_request_errors(
     assert response.json()["error"] == error
     if status == 401 and auth is not None:
         assert response.headers["www-authenticate"].startswith("Basic")
+    if status == 401 and data.get("client_id") != "nobody":
+        # A sentence a person can act on, not Authlib's Python list of method names.
+        description = response.json()["error_description"]
+        assert description.startswith("Client authentication failed"), description
+        assert "client_secret_basic, client_secret_post." in description
+        assert "[" not in description
 
 
 def test_an_unknown_hint_is_ignored(broker: RunningBroker, http: httpx.Client) -> None:
