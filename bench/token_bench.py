@@ -141,6 +141,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuSplit(NamedTuple):
+    """CPU seconds of the event-loop thread (the main thread: uvicorn, Starlette, the
+    middleware) and of every other thread (the core pool: Authlib, the store, signing),
+    each as (user, sys), and the context switches of all threads."""
+
+    loop: tuple[float, float]
+    core: tuple[float, float]
+    switches: int
+
+
+def cpu_split(pid: int) -> CpuSplit:
+    tick = os.sysconf("SC_CLK_TCK")
+    loop, core, switches = [0.0, 0.0], [0.0, 0.0], 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        which = loop if int(task.name) == pid else core
+        which[0] += int(fields[11]) / tick
+        which[1] += int(fields[12]) / tick
+        switches += sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", status))
+    return CpuSplit((loop[0], loop[1]), (core[0], core[1]), switches)
+
+
 def choose_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     """One core for the server worker and another for this load generator, so the
     figure is the worker's on one core (the target's terms) and the two never compete."""
@@ -183,6 +209,9 @@ class Run(NamedTuple):
     latencies: list[float]
     cpu_per_request_us: float
     rss_mb: float
+    loop_us: tuple[float, float]
+    core_us: tuple[float, float]
+    switches_per_request: float
 
 
 def measure(
@@ -191,14 +220,28 @@ def measure(
     if cpus is not None:
         os.sched_setaffinity(0, cpus)
     try:
-        before = cpu_seconds(proc.pid)
+        before, split0 = cpu_seconds(proc.pid), cpu_split(proc.pid)
         ok, errors, lat = asyncio.run(run_load("127.0.0.1", port, args.concurrency, args.duration))
-        used = cpu_seconds(proc.pid) - before
+        used, split1 = cpu_seconds(proc.pid) - before, cpu_split(proc.pid)
         rss = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
-    return Run(ok / args.duration, errors, lat, used / max(ok, 1) * 1e6, rss)
+    n = max(ok, 1)
+
+    def per_request(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+        return (b[0] - a[0]) / n * 1e6, (b[1] - a[1]) / n * 1e6
+
+    return Run(
+        ok / args.duration,
+        errors,
+        lat,
+        used / n * 1e6,
+        rss,
+        per_request(split0.loop, split1.loop),
+        per_request(split0.core, split1.core),
+        (split1.switches - split0.switches) / n,
+    )
 
 
 def floor(
@@ -259,6 +302,11 @@ def main() -> int:
     )
     print(f"  latency p50/p99   {p50:7.2f} / {p99:.2f} ms")
     print(f"  worker CPU        {run.cpu_per_request_us:7.0f} µs per request")
+    print(
+        f"    event loop      {sum(run.loop_us):7.0f} µs (sys {run.loop_us[1]:.0f}); "
+        f"core threads {sum(run.core_us):.0f} µs (sys {run.core_us[1]:.0f}); "
+        f"{run.switches_per_request:.1f} context switches"
+    )
     if limit:
         print(f"  openssl {args.alg} sign/s {limit:10.1f}")
         print(f"  ratio to signing limit  {run.rate / limit:.2f}")
@@ -267,7 +315,8 @@ def main() -> int:
         ratio = f", ratio {ref.rate / limit:.2f}" if limit else ""
         print(
             f"  floor: {name:<31} {ref.rate:8.1f} req/s, "
-            f"{ref.cpu_per_request_us:4.0f} µs CPU per request{ratio}"
+            f"{ref.cpu_per_request_us:4.0f} µs CPU per request "
+            f"(loop {sum(ref.loop_us):.0f}, thread {sum(ref.core_us):.0f}){ratio}"
         )
     return 0 if run.errors == 0 else 1
 
