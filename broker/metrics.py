@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -98,6 +99,30 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+_RequestChildren = tuple[Any, Any, Any]
+_request_children: dict[tuple[str, str, str, str, int], _RequestChildren] = {}
+_MAX_CACHED_CHILDREN = 4096
+
+
+def _children_for(
+    endpoint: str, method: str, grant: str, outcome: str, status: int
+) -> _RequestChildren:
+    """The labelled series a request lands in, looked up once per label combination:
+    `labels()` takes a lock and builds its key on every call, on every request. Bounded,
+    since the method label is whatever the client sent."""
+    key = (endpoint, method, grant, outcome, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = (
+            REQUESTS.labels(endpoint, method, grant, _bounded(outcome), str(status)),
+            REQUEST_LATENCY.labels(endpoint, grant),
+            TOKENS_ISSUED.labels(grant) if endpoint == "/token" and status == 200 else None,
+        )
+        if len(_request_children) < _MAX_CACHED_CHILDREN:
+            _request_children[key] = children
+    return children
+
+
 def observe_request(
     endpoint: str, method: str, status: int, seconds: float, notes: dict[str, str]
 ) -> None:
@@ -108,10 +133,11 @@ def observe_request(
         outcome = "success"
     else:
         outcome = "client_error" if status < 500 else "server_error"
-    REQUESTS.labels(endpoint, method, grant, _bounded(outcome), str(status)).inc()
-    REQUEST_LATENCY.labels(endpoint, grant).observe(seconds)
-    if endpoint == "/token" and status == 200:
-        TOKENS_ISSUED.labels(grant).inc()
+    requests, latency, issued = _children_for(endpoint, method, grant, outcome, status)
+    requests.inc()
+    latency.observe(seconds)
+    if issued is not None:
+        issued.inc()
     if status == 429:
         THROTTLED.labels(endpoint).inc()
 
