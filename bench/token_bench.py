@@ -7,13 +7,18 @@ spend more CPU than the server on this 2-core machine and measure itself). Print
 requests/s, p50/p99 latency, the ratio to `openssl speed` RS256 (and ES256) signing, and
 the worker's peak RSS.
 
+With `--target serve` it measures `token-broker serve` instead, as production runs it
+(uvicorn's h11 parser, which bounds request heads), with the emulator in its own process.
+
     .venv/bin/python bench/token_bench.py [--duration 10] [--concurrency 16] [--alg RS256]
+        [--target demo|serve] [--no-pin] [--no-floor]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import re
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlencode
@@ -203,6 +209,66 @@ def start_demo(
     return start_server(cmd, b"issuer", env, cpus), port
 
 
+def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Until `port` accepts connections (or `proc` exits: then say so)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within 60 s")
+
+
+def start_serve(
+    data_dir: Path, alg: str, cpus: set[int] | None, side_cpus: set[int] | None
+) -> tuple[subprocess.Popen[bytes], int, subprocess.Popen[bytes]]:
+    """`token-broker serve` as production runs it (uvicorn's h11 parser, one worker) on a
+    SQLite store, against `token-broker shotgrid-emulator` in its own process (on the
+    load generator's core: it only answers the logins)."""
+    port, sg_port = free_port(), free_port()
+
+    def pin(which: set[int] | None) -> Callable[[], None]:
+        def apply() -> None:
+            if which is not None:
+                os.sched_setaffinity(0, which)
+
+        return apply
+
+    quiet = subprocess.DEVNULL
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "broker", "shotgrid-emulator", "--port", str(sg_port)],
+        stdout=quiet,
+        stderr=quiet,
+        preexec_fn=pin(side_cpus),
+    )
+    wait_listening(sg_port, emulator, "shotgrid-emulator")
+    env = dict(
+        os.environ,
+        BROKER_ISSUER=f"http://127.0.0.1:{port}",
+        BROKER_SHOTGRID_URL=f"http://127.0.0.1:{sg_port}",
+        BROKER_STORE_URL=f"sqlite:///{data_dir / 'broker.db'}",
+        BROKER_SECRET_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        BROKER_SHOTGRID_SCRIPT_NAME="token-broker",
+        BROKER_SHOTGRID_SCRIPT_KEY="token-broker-key",
+        BROKER_SIGNING_ALG=alg,
+        BROKER_LOG_LEVEL="warning",
+    )
+    add = [sys.executable, "-m", "broker", "clients", "add", "dna-cli", "--public"]
+    subprocess.run(
+        [*add, "--grant", "password", "--grant", "refresh_token"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    cmd = [sys.executable, "-m", "broker", "serve", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=quiet, stderr=quiet, env=env, preexec_fn=pin(cpus))
+    wait_listening(port, proc, "token-broker serve")
+    return proc, port, emulator
+
+
 class Run(NamedTuple):
     rate: float
     errors: int
@@ -267,14 +333,28 @@ def main() -> int:
     parser.add_argument(
         "--no-floor", action="store_true", help="skip the floor_app.py reference runs"
     )
+    parser.add_argument(
+        "--target",
+        choices=["demo", "serve"],
+        default="demo",
+        help="`token-broker demo` (httptools, emulator in process) or `serve` (h11, as "
+        "production runs it, with the emulator in its own process)",
+    )
     args = parser.parse_args()
     cpus = choose_cpus(not args.no_pin)
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
+    emulator = None
     try:
-        proc, port = start_demo(data_dir, args.alg, cpus[0])
+        if args.target == "serve":
+            proc, port, emulator = start_serve(data_dir, args.alg, cpus[0], cpus[1])
+        else:
+            proc, port = start_demo(data_dir, args.alg, cpus[0])
         run = measure(proc, port, args, cpus[1])
     finally:
+        if emulator is not None:
+            emulator.terminate()
+            emulator.wait(10)
         shutil.rmtree(data_dir, ignore_errors=True)
     floors = (
         []
@@ -294,7 +374,8 @@ def main() -> int:
         else "worker not pinned"
     )
     print(
-        f"refresh grant ({args.alg}), 1 worker, {args.concurrency} concurrent chains, "
+        f"refresh grant ({args.alg}), token-broker {args.target}, 1 worker, "
+        f"{args.concurrency} concurrent chains, "
         f"{args.duration:.0f} s, {where}"
     )
     print(
