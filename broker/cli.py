@@ -12,14 +12,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from broker.http.protocol import HEAD_LIMIT_BYTES, BoundedHttpToolsProtocol
 from broker.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from broker.core import Broker
 
 CONFIG_ENV = "TOKEN_BROKER_CONFIG"
-HEADER_LIMIT_BYTES = 16 * 1024
-"""Largest request head (request line plus headers) uvicorn's h11 parser buffers."""
+HEADER_LIMIT_BYTES = HEAD_LIMIT_BYTES
+"""Largest request head (request target plus headers) `serve` accepts."""
 GRACEFUL_SHUTDOWN_SECONDS = 30
 """How long `serve` waits for in-flight requests after SIGTERM before closing them."""
 
@@ -62,10 +63,9 @@ SERVER_OPTIONS: dict[str, Any] = {
     # Logging is ours (JSON lines with request ids); the middleware logs each request.
     "log_config": None,
     "access_log": False,
-    # h11 always (not httptools when installed), so the header bound below holds.
-    "http": "h11",
-    # Header size bound: h11 refuses a request head larger than this.
-    "h11_max_incomplete_event_size": HEADER_LIMIT_BYTES,
+    # httptools (C) with the request-head bound uvicorn keeps only on h11 (Python):
+    # heads over HEADER_LIMIT_BYTES get 431 and the connection is closed.
+    "http": BoundedHttpToolsProtocol,
     # Graceful shutdown: on SIGTERM stop accepting, let in-flight requests finish (up to
     # this many seconds), then the lifespan closes the store and the upstream client.
     "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,

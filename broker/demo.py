@@ -103,6 +103,7 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
     import uvicorn
 
     from broker.app import create_app
+    from broker.http.protocol import BoundedHttpToolsProtocol
     from broker.listen import listen_socket
     from broker.settings import load_settings
     from broker.upstream.emulator import ShotGridEmulator
@@ -120,7 +121,8 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
     async def main() -> None:
         servers = [
             uvicorn.Server(uvicorn.Config(emulator.app, log_level="warning")),
-            uvicorn.Server(uvicorn.Config(app, log_level="warning")),
+            # The same parser and request-head bound as `serve`.
+            uvicorn.Server(uvicorn.Config(app, log_level="warning", http=BoundedHttpToolsProtocol)),
         ]
         tasks = [
             asyncio.create_task(s.serve(sockets=[sock]))

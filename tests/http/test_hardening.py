@@ -111,19 +111,14 @@ def test_token_responses_are_never_cached(
     assert response.headers["content-type"].startswith("application/json")
 
 
-def raw_request(port: int, header_bytes: int) -> bytes:
-    """Send a request whose head has `header_bytes` of padding; the answer, or b"" when the
-    server cut the connection while the head was still arriving."""
-    head = (
-        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        + b"X-Padding: "
-        + b"a" * header_bytes
-        + b"\r\nConnection: close\r\n\r\n"
-    )
+def exchange(port: int, pieces: list[bytes]) -> bytes:
+    """Send `pieces` (one write each) on a fresh connection, then read until the server
+    closes it; what came back (b"" when the server cut the connection without answering)."""
     chunks = []
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(head)
+            for piece in pieces:
+                sock.sendall(piece)
         try:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
@@ -132,19 +127,78 @@ def raw_request(port: int, header_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def test_request_head_is_bounded(tmp_path: Path) -> None:
+def head(padding: int, *, end: bytes = b"\r\nConnection: close\r\n\r\n") -> bytes:
+    return b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * padding + end
+
+
+def raw_request(port: int, header_bytes: int) -> bytes:
+    """Send a request whose head has `header_bytes` of padding in one write; the answer,
+    or b"" when the server cut the connection while the head was still arriving."""
+    return exchange(port, [head(header_bytes)])
+
+
+def status_of(answer: bytes) -> bytes:
+    return answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/1.1 ") else answer[:40]
+
+
+@pytest.fixture(scope="module")
+def serve_options_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A broker served with exactly `serve`'s uvicorn options."""
+    tmp: Path = tmp_path_factory.mktemp("serve-options")
     port = free_port()
-    settings = broker_settings(tmp_path, "http://127.0.0.1:9", port)
+    settings = broker_settings(tmp, "http://127.0.0.1:9", port)
     app = create_app(
         settings, clock=MovableClock(), seed_clients=demo_clients(), housekeeping=False
     )
     options = {k: v for k, v in SERVER_OPTIONS.items() if k != "log_config"}
     server = ServerThread(app, port=port, **options).start()
     try:
-        assert raw_request(port, 1024).startswith(b"HTTP/1.1 200")
-        # A head larger than the bound that arrives in pieces (as a large one does).
-        answer = raw_request(port, HEADER_LIMIT_BYTES * 64)
-        assert answer == b"" or answer.split(b" ", 2)[1] in (b"400", b"431"), answer[:80]
-        assert raw_request(port, 1024).startswith(b"HTTP/1.1 200")  # still serving
+        yield port
     finally:
         server.stop()
+
+
+def test_request_head_is_bounded(serve_options_port: int) -> None:
+    port = serve_options_port
+    assert raw_request(port, 1024).startswith(b"HTTP/1.1 200")
+    # A head larger than the bound that arrives in pieces (as a large one does).
+    answer = raw_request(port, HEADER_LIMIT_BYTES * 64)
+    assert answer == b"" or status_of(answer) in (b"400", b"431"), answer[:80]
+    assert raw_request(port, 1024).startswith(b"HTTP/1.1 200")  # still serving
+
+
+def test_a_head_just_over_the_bound_gets_431(serve_options_port: int) -> None:
+    """Complete heads are measured exactly, however they were split into reads."""
+    port = serve_options_port
+    under = head(HEADER_LIMIT_BYTES - 512)
+    over = head(HEADER_LIMIT_BYTES + 64)
+    assert status_of(exchange(port, [under])) == b"200"
+    assert status_of(exchange(port, [under[:100], under[100:]])) == b"200"
+    assert status_of(exchange(port, [over])) == b"431"
+    answer = exchange(port, [over[: len(over) // 2], over[len(over) // 2 :]])
+    assert status_of(answer) == b"431"
+    assert b"connection: close" in answer.lower()
+
+
+def test_a_head_that_never_ends_is_cut_off(serve_options_port: int) -> None:
+    """A client streaming a header without end is refused once its head passes the bound,
+    not buffered for ever (httptools would keep appending to the unfinished value)."""
+    start = head(16, end=b"")
+    pieces = [start] + [b"a" * 1024] * (4 * HEADER_LIMIT_BYTES // 1024)
+    assert status_of(exchange(port=serve_options_port, pieces=pieces)) == b"431"
+
+
+def test_pipelined_requests_with_bodies_are_not_miscounted(serve_options_port: int) -> None:
+    """A read holding one request's body and the next request's head counts nothing
+    against the bound: both are answered."""
+    body = b"grant_type=password&client_id=dna-cli&padding=" + b"x" * 3000
+    first = (
+        b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    second = head(HEADER_LIMIT_BYTES - 1024)
+    answer = exchange(serve_options_port, [first + second])
+    assert answer.count(b"HTTP/1.1 ") == 2, answer[:200]
+    assert answer.startswith(b"HTTP/1.1 400")  # invalid_request: no username
+    assert b"HTTP/1.1 200" in answer
