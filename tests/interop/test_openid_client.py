@@ -55,9 +55,14 @@ def node() -> str:
     return node_bin
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[RunningBroker]:
-    with broker_with_emulator(tmp_path, MovableClock()) as (running, _emu, _site):
+@pytest.fixture(params=["RS256", "ES256"])
+def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RunningBroker]:
+    """Access tokens signed with each algorithm the contract offers (ID tokens stay RS256)."""
+    with broker_with_emulator(tmp_path, MovableClock(), signing_alg=request.param) as (
+        running,
+        _emu,
+        _site,
+    ):
         yield running
 
 
@@ -82,7 +87,8 @@ def test_openid_client_drives_every_flow(node: str, broker: RunningBroker) -> No
     assert found["discovery"] == {"issuer": broker.url, "jwks_uri": f"{broker.url}/jwks.json"}
     assert found["password"]["sub"] == "101"
     assert found["password"]["expires_in"] == 600
-    assert found["access_token"]["alg"] == "RS256"
+    assert found["password"]["id_token_alg"] == "RS256"  # the contract's, whatever signs ATs
+    assert found["access_token"]["alg"] == broker.settings.signing_alg
     assert found["access_token"]["aud"] == "dna-api"
     # jose finds no key for the refresh token's algorithm in the JWKS: it cannot pass.
     assert found["refresh_as_access"] in {"ERR_JOSE_NOT_SUPPORTED", "ERR_JWKS_NO_MATCHING_KEY"}

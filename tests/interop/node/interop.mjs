@@ -74,6 +74,12 @@ for (const grant of [
 }
 assert.ok(meta.code_challenge_methods_supported.includes("S256"));
 findings.discovery = { issuer: meta.issuer, jwks_uri: meta.jwks_uri };
+// RFC 8414's document too, as openid-client reads it for plain OAuth 2.0 servers.
+const oauthOnly = await client.discovery(issuer, "dna-cli", undefined, client.None(), {
+  ...insecure,
+  algorithm: "oauth2",
+});
+assert.equal(oauthOnly.serverMetadata().token_endpoint, meta.token_endpoint);
 
 // --- password grant, ID token checked by the library ------------------------------------
 const login = await client.genericGrantRequest(cli, "password", {
@@ -86,7 +92,12 @@ assert.equal(idClaims.sub, "101");
 assert.equal(idClaims.aud, "dna-cli");
 assert.equal(login.token_type.toLowerCase(), "bearer");
 assert.ok(login.refresh_token, "a refresh token");
-findings.password = { sub: idClaims.sub, expires_in: login.expiresIn(), scope: login.scope };
+findings.password = {
+  sub: idClaims.sub,
+  expires_in: login.expiresIn(),
+  scope: login.scope,
+  id_token_alg: jose.decodeProtectedHeader(login.id_token).alg,
+};
 
 // --- the access token, verified offline as a Node resource server would ---------------
 const jwks = jose.createRemoteJWKSet(new URL(meta.jwks_uri));
