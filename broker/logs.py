@@ -63,6 +63,9 @@ _HEADER_TUPLE = re.compile(
     r"(?i)(\(b?['\"](?:set-cookie|cookie|authorization|proxy-authorization)['\"],\s*b?['\"])"
     r"[^'\"]*"
 )
+#: Matches wherever one of the four patterns above could start; a string it does not match
+#: (most log values: ids, paths, addresses) skips the four substitutions.
+_SUSPECT = re.compile(r"eyJ|(?i:bearer|basic)\s|=|\([bB]?['\"]")
 _MIN_SECRET_LENGTH = 8
 
 _registered: set[str] = set()
@@ -77,10 +80,11 @@ def register_secret(value: str | None) -> None:
 
 
 def redact_text(text: str) -> str:
-    text = _JWT.sub(REDACTED, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    text = _URL_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
-    text = _HEADER_TUPLE.sub(lambda m: m.group(1) + REDACTED, text)
+    if _SUSPECT.search(text) is not None:
+        text = _JWT.sub(REDACTED, text)
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+        text = _URL_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _HEADER_TUPLE.sub(lambda m: m.group(1) + REDACTED, text)
     for secret in _registered:
         if secret in text:
             text = text.replace(secret, REDACTED)
@@ -108,13 +112,15 @@ def redact_processor(
     logger: Any, method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: mask secret keys, JWTs, bearer credentials, registered secrets."""
-    for key in list(event_dict):
+    for key, value in list(event_dict.items()):
         if key.startswith("_"):
             continue  # structlog internals (`_record`, `_from_structlog`)
         if key.lower() in SECRET_KEYS:
             event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _redact(event_dict[key])
+        elif type(value) is str:  # most values: the common case without a call per field
+            event_dict[key] = redact_text(value)
+        elif not (value is None or type(value) in (int, float, bool)):
+            event_dict[key] = _redact(value)
     return event_dict
 
 
