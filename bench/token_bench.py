@@ -11,7 +11,7 @@ With `--target serve` it measures `token-broker serve` instead, as production ru
 (uvicorn's h11 parser, which bounds request heads), with the emulator in its own process.
 
     .venv/bin/python bench/token_bench.py [--duration 10] [--concurrency 16] [--alg RS256]
-        [--target demo|serve] [--no-pin] [--no-floor]
+        [--target demo|serve] [--log-level warning|info] [--no-pin] [--no-floor]
 """
 
 from __future__ import annotations
@@ -183,30 +183,29 @@ def choose_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
 
 
 def start_server(
-    cmd: list[str], ready: bytes, env: dict[str, str], cpus: set[int] | None
+    cmd: list[str], port: int, env: dict[str, str], cpus: set[int] | None, log: Path
 ) -> subprocess.Popen[bytes]:
+    """Start a server whose output goes to `log` (a file, so its log lines cost what a
+    file sink costs and never block on a full pipe), once it listens on `port`."""
+
     def pin() -> None:
         if cpus is not None:
             os.sched_setaffinity(0, cpus)
 
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, preexec_fn=pin
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:  # printed once the server listens
-        if ready in line:
-            return proc
-    raise RuntimeError(f"{cmd[1:3]} did not start")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=pin)
+    wait_listening(port, proc, " ".join(cmd[1:3]))
+    return proc
 
 
 def start_demo(
-    data_dir: Path, alg: str, cpus: set[int] | None
+    data_dir: Path, alg: str, cpus: set[int] | None, log_level: str
 ) -> tuple[subprocess.Popen[bytes], int]:
     port, sg_port = free_port(), free_port()
-    env = dict(os.environ, BROKER_SIGNING_ALG=alg, BROKER_LOG_LEVEL="warning")
+    env = dict(os.environ, BROKER_SIGNING_ALG=alg, BROKER_LOG_LEVEL=log_level)
     cmd = [sys.executable, "-m", "broker", "demo", "--port", str(port)]
-    cmd += ["--shotgrid-port", str(sg_port), "--data-dir", str(data_dir)]
-    return start_server(cmd, b"issuer", env, cpus), port
+    cmd += ["--shotgrid-port", str(sg_port), "--data-dir", str(data_dir / "demo")]
+    return start_server(cmd, port, env, cpus, data_dir / "server.log"), port
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
@@ -223,7 +222,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 
 
 def start_serve(
-    data_dir: Path, alg: str, cpus: set[int] | None, side_cpus: set[int] | None
+    data_dir: Path, alg: str, cpus: set[int] | None, side_cpus: set[int] | None, log_level: str
 ) -> tuple[subprocess.Popen[bytes], int, subprocess.Popen[bytes]]:
     """`token-broker serve` as production runs it (uvicorn's h11 parser, one worker) on a
     SQLite store, against `token-broker shotgrid-emulator` in its own process (on the
@@ -254,7 +253,7 @@ def start_serve(
         BROKER_SHOTGRID_SCRIPT_NAME="token-broker",
         BROKER_SHOTGRID_SCRIPT_KEY="token-broker-key",
         BROKER_SIGNING_ALG=alg,
-        BROKER_LOG_LEVEL="warning",
+        BROKER_LOG_LEVEL=log_level,
     )
     add = [sys.executable, "-m", "broker", "clients", "add", "dna-cli", "--public"]
     subprocess.run(
@@ -264,9 +263,7 @@ def start_serve(
         capture_output=True,
     )
     cmd = [sys.executable, "-m", "broker", "serve", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=quiet, stderr=quiet, env=env, preexec_fn=pin(cpus))
-    wait_listening(port, proc, "token-broker serve")
-    return proc, port, emulator
+    return start_server(cmd, port, env, cpus, data_dir / "server.log"), port, emulator
 
 
 class Run(NamedTuple):
@@ -318,7 +315,7 @@ def floor(
     with tempfile.TemporaryDirectory(prefix="broker-floor-") as tmp:
         if store:
             cmd += ["--store", str(Path(tmp) / "floor.db")]
-        proc = start_server(cmd, b"ready", dict(os.environ), cpus[0])
+        proc = start_server(cmd, port, dict(os.environ), cpus[0], Path(tmp) / "floor.log")
         return measure(proc, port, args, cpus[1])
 
 
@@ -340,6 +337,13 @@ def main() -> int:
         help="`token-broker demo` (httptools, emulator in process) or `serve` (h11, as "
         "production runs it, with the emulator in its own process)",
     )
+    parser.add_argument(
+        "--log-level",
+        choices=["warning", "info"],
+        default="warning",
+        help="the server's log level: warning (default) leaves the per-request access and "
+        "audit lines out; info, the production default, writes them (to a file)",
+    )
     args = parser.parse_args()
     cpus = choose_cpus(not args.no_pin)
 
@@ -347,9 +351,9 @@ def main() -> int:
     emulator = None
     try:
         if args.target == "serve":
-            proc, port, emulator = start_serve(data_dir, args.alg, cpus[0], cpus[1])
+            proc, port, emulator = start_serve(data_dir, args.alg, cpus[0], cpus[1], args.log_level)
         else:
-            proc, port = start_demo(data_dir, args.alg, cpus[0])
+            proc, port = start_demo(data_dir, args.alg, cpus[0], args.log_level)
         run = measure(proc, port, args, cpus[1])
     finally:
         if emulator is not None:
@@ -374,7 +378,8 @@ def main() -> int:
         else "worker not pinned"
     )
     print(
-        f"refresh grant ({args.alg}), token-broker {args.target}, 1 worker, "
+        f"refresh grant ({args.alg}), token-broker {args.target}, log level "
+        f"{args.log_level}, 1 worker, "
         f"{args.concurrency} concurrent chains, "
         f"{args.duration:.0f} s, {where}"
     )
