@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from broker.app import create_app
+from broker.cli import SERVER_OPTIONS
 from broker.demo import DEMO_SCRIPT, demo_clients
 from broker.settings import Settings, load_settings
 from broker.upstream.emulator import ShotGridEmulator
@@ -81,7 +82,8 @@ def broker_settings(data_dir: Path, shotgrid_url: str, port: int, **overrides: A
 @contextlib.contextmanager
 def run_broker(settings: Settings, clock: MovableClock, port: int) -> Iterator[RunningBroker]:
     app = create_app(settings, clock=clock, seed_clients=demo_clients(), housekeeping=False)
-    server = ServerThread(app, port=port).start()
+    # The parser `serve` runs (httptools with its request-head bound), for every test.
+    server = ServerThread(app, port=port, http=SERVER_OPTIONS["http"]).start()
     try:
         yield RunningBroker(
             url=f"http://127.0.0.1:{port}", settings=settings, server=server, app=app
