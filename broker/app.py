@@ -191,4 +191,12 @@ def app_from_environment() -> Starlette:
 
     settings = load_settings(os.environ.get("TOKEN_BROKER_CONFIG") or None)
     configure_logging(settings.log_level, settings.log_format)
+    if settings.pin_workers:
+        from broker.affinity import pin_to_own_cpu
+
+        cpu = pin_to_own_cpu()
+        if cpu is None:
+            log.warning("BROKER_PIN_WORKERS: every allowed CPU is taken; running unpinned")
+        else:
+            log.info("worker pinned to CPU %d", cpu)
     return create_app(settings)

@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, gt=0)
     """Largest request body accepted, in bytes (413 beyond)."""
 
+    pin_workers: bool = False
+    """`serve` only: each worker process claims a CPU of its own (the first free one it may use) and keeps all its threads on it, so its event loop and core threads never hand the GIL across cores. For hosts or cpusets given to the broker, one worker per core; a worker finding no free CPU runs unpinned."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Minimum level of log lines."""
 

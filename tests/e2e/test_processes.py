@@ -306,3 +306,66 @@ def test_demo_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"token-broker: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def _thread_cpus(pid: int) -> set[str]:
+    """The CPU lists every thread of `pid` may run on (one entry when they all agree)."""
+    lists = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    lists.add(line.split(":", 1)[1].strip())
+    return lists
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to place two workers")
+def test_pinned_workers_take_a_cpu_each(tmp_path: Path, upstream: str) -> None:
+    """BROKER_PIN_WORKERS: each `serve` worker claims its own CPU, with all its threads."""
+    port = free_port()
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir()
+    env = {
+        "BROKER_ISSUER": f"http://127.0.0.1:{port}",
+        "BROKER_SHOTGRID_URL": upstream,
+        "BROKER_STORE_URL": f"sqlite:///{tmp_path / 'broker.db'}",
+        "BROKER_SECRET_KEY": new_kek(),
+        "BROKER_SHOTGRID_SCRIPT_NAME": "token-broker",
+        "BROKER_SHOTGRID_SCRIPT_KEY": "token-broker-key",
+        "BROKER_PIN_WORKERS": "true",
+        "TMPDIR": str(lock_dir),  # the CPU lock files, apart from any other broker here
+    }
+    server = Proc(["serve", "--port", str(port), "--workers", "2"], env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        deadline = time.monotonic() + 30
+        while len(workers := _children(server.popen.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) == 2, workers
+        for _ in range(20):  # start the core threads in both workers
+            assert httpx.get(f"{url}/jwks.json").status_code == 200
+        placed = [_thread_cpus(pid) for pid in workers]
+        assert all(len(cpus) == 1 for cpus in placed), placed
+        cpus = {next(iter(c)) for c in placed}
+        assert len(cpus) == 2, placed
+        assert all(c.isdigit() for c in cpus), placed  # one CPU each, not a range
+        assert (
+            sorted(p.name for p in lock_dir.iterdir())[:2]
+            == [f"token-broker-cpu{c}.lock" for c in sorted(cpus)][:2]
+        )
+    finally:
+        server.stop()
