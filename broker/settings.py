@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     """Largest request body accepted, in bytes (413 beyond)."""
 
     pin_workers: bool = False
-    """`serve` only: each worker process claims a CPU of its own (the first free one it may use) and keeps all its threads on it, so its event loop and core threads never hand the GIL across cores. For hosts or cpusets given to the broker, one worker per core; a worker finding no free CPU runs unpinned."""
+    """`serve` only: each worker process claims a CPU of its own (the first free one it may use) and keeps all its threads on it, so its event loop and core threads never hand the GIL across cores. For hosts or cpusets given to the broker, one worker per core; a worker finding no free CPU runs unpinned. Not for containers sharing CPUs: each has its own temp directory, so all would claim the same first CPU."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Minimum level of log lines."""
