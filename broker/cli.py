@@ -12,15 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from broker.http.protocol import HEAD_LIMIT_BYTES, BoundedHttpToolsProtocol
+from broker.http.protocol import BoundedHttpToolsProtocol
 from broker.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from broker.core import Broker
 
 CONFIG_ENV = "TOKEN_BROKER_CONFIG"
-HEADER_LIMIT_BYTES = HEAD_LIMIT_BYTES
-"""Largest request head (request target plus headers) `serve` accepts."""
 GRACEFUL_SHUTDOWN_SECONDS = 30
 """How long `serve` waits for in-flight requests after SIGTERM before closing them."""
 
@@ -64,7 +62,7 @@ SERVER_OPTIONS: dict[str, Any] = {
     "log_config": None,
     "access_log": False,
     # httptools (C) with the request-head bound uvicorn keeps only on h11 (Python):
-    # heads over HEADER_LIMIT_BYTES get 431 and the connection is closed.
+    # heads over HEAD_LIMIT_BYTES get 431 and the connection is closed.
     "http": BoundedHttpToolsProtocol,
     # Graceful shutdown: on SIGTERM stop accepting, let in-flight requests finish (up to
     # this many seconds), then the lifespan closes the store and the upstream client.

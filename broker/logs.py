@@ -117,9 +117,7 @@ def redact_processor(
             continue  # structlog internals (`_record`, `_from_structlog`)
         if key.lower() in SECRET_KEYS:
             event_dict[key] = REDACTED
-        elif type(value) is str:  # most values: the common case without a call per field
-            event_dict[key] = redact_text(value)
-        elif not (value is None or type(value) in (int, float, bool)):
+        else:
             event_dict[key] = _redact(value)
     return event_dict
 

@@ -92,15 +92,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         if self._head_refused:
-            self._send_refusal()
+            self._refuse_head()
         else:
             super().send_400_response(msg)
 
     def _refuse_head(self) -> None:
         self._head_refused = True
-        self._send_refusal()
-
-    def _send_refusal(self) -> None:
         _log.warning("request head over %d bytes refused", self.head_limit)
         if not self.transport.is_closing():
             self.transport.write(_REFUSAL)

@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from broker.app import create_app
-from broker.cli import HEADER_LIMIT_BYTES, SERVER_OPTIONS
+from broker.cli import SERVER_OPTIONS
 from broker.demo import demo_clients
+from broker.http.protocol import HEAD_LIMIT_BYTES
 from tests.support.broker import RunningBroker, broker_settings, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.servers import ServerThread, free_port
@@ -162,7 +163,7 @@ def test_request_head_is_bounded(serve_options_port: int) -> None:
     port = serve_options_port
     assert raw_request(port, 1024).startswith(b"HTTP/1.1 200")
     # A head larger than the bound that arrives in pieces (as a large one does).
-    answer = raw_request(port, HEADER_LIMIT_BYTES * 64)
+    answer = raw_request(port, HEAD_LIMIT_BYTES * 64)
     assert answer == b"" or status_of(answer) in (b"400", b"431"), answer[:80]
     assert raw_request(port, 1024).startswith(b"HTTP/1.1 200")  # still serving
 
@@ -170,8 +171,8 @@ def test_request_head_is_bounded(serve_options_port: int) -> None:
 def test_a_head_just_over_the_bound_gets_431(serve_options_port: int) -> None:
     """Complete heads are measured exactly, however they were split into reads."""
     port = serve_options_port
-    under = head(HEADER_LIMIT_BYTES - 512)
-    over = head(HEADER_LIMIT_BYTES + 64)
+    under = head(HEAD_LIMIT_BYTES - 512)
+    over = head(HEAD_LIMIT_BYTES + 64)
     assert status_of(exchange(port, [under])) == b"200"
     assert status_of(exchange(port, [under[:100], under[100:]])) == b"200"
     assert status_of(exchange(port, [over])) == b"431"
@@ -184,7 +185,7 @@ def test_a_head_that_never_ends_is_cut_off(serve_options_port: int) -> None:
     """A client streaming a header without end is refused once its head passes the bound,
     not buffered for ever (httptools would keep appending to the unfinished value)."""
     start = head(16, end=b"")
-    pieces = [start] + [b"a" * 1024] * (4 * HEADER_LIMIT_BYTES // 1024)
+    pieces = [start] + [b"a" * 1024] * (4 * HEAD_LIMIT_BYTES // 1024)
     assert status_of(exchange(port=serve_options_port, pieces=pieces)) == b"431"
 
 
@@ -197,7 +198,7 @@ def test_pipelined_requests_with_bodies_are_not_miscounted(serve_options_port: i
         b"Content-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
-    second = head(HEADER_LIMIT_BYTES - 1024)
+    second = head(HEAD_LIMIT_BYTES - 1024)
     answer = exchange(serve_options_port, [first + second])
     assert answer.count(b"HTTP/1.1 ") == 2, answer[:200]
     assert answer.startswith(b"HTTP/1.1 400")  # invalid_request: no username
