@@ -9,13 +9,24 @@ No OAuth, no JWT library, no routing or middleware: its requests/s is the ceilin
 refresh grant on this stack can reach on this machine, and `token_bench.py` prints it
 beside the broker's figure so the gap is measured rather than guessed.
 
-    python bench/floor_app.py --port 8000 [--alg RS256] [--store /tmp/floor.db]
+With `--refresh` (and `--store`) it is instead a whole refresh grant written by hand with
+nothing but the standard library and `cryptography`: the refresh token's MAC, header and
+claims checked, the token/family/session chain read and judged, the compare-and-swap
+rotation, the access token's claims, two compact JWTs (RS256 or ES256, and HS256) and
+the JSON answer. It keeps none of the broker's safety nets (no client registry, grace
+window, audit, metrics, request id, CORS or body bound), so it shows what the grant's own
+work costs on this stack before any library or framework is added.
+
+    python bench/floor_app.py --port 8000 [--alg RS256] [--store /tmp/floor.db] [--refresh]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import secrets
 import socket
@@ -30,16 +41,32 @@ from urllib.parse import parse_qsl
 import uvicorn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 Message = dict[str, Any]
 
 
 def make_signer(alg: str) -> Callable[[bytes], bytes]:
-    if alg == "RS256":
-        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if alg == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    return signer_for(key)
+
+
+def signer_for(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Callable[[bytes], bytes]:
+    """A JWS signature over `data`: PKCS#1 v1.5 for RS256, raw r || s for ES256."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        rsa_key = key
         return lambda data: rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    ec_key = ec.generate_private_key(ec.SECP256R1())
-    return lambda data: ec_key.sign(data, ec.ECDSA(hashes.SHA256()))
+    ec_key = key
+
+    def es256(data: bytes) -> bytes:
+        r, s = decode_dss_signature(ec_key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    return es256
 
 
 class Rotations:
@@ -90,17 +117,198 @@ class Rotations:
         return successor
 
 
+def b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def unb64url(data: str) -> bytes:
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+SCOPE = "profile email offline_access"
+# The columns of HandRefresh's chain read, in its SELECT's order.
+CHAIN_COLUMNS = (
+    *("used_at", "t_exp"),
+    *("family_id", "sid", "client_id", "scope", "f_exp", "f_rev"),
+    *("user_id", "login", "email", "name", "auth_time", "s_exp", "s_rev"),
+)
+
+
+class HandRefresh:
+    """A refresh grant with rotation, by hand: what every refresh must do, and no more."""
+
+    ISSUER = "http://127.0.0.1"
+
+    def __init__(self, path: str, alg: str, sign: Callable[[bytes], bytes]) -> None:
+        self.rotations = Rotations(path)
+        self.alg, self.sign = alg, sign
+        self.mac_key = secrets.token_bytes(32)
+        self.at_head = b64url(json.dumps({"alg": alg, "typ": "at+jwt", "kid": "k1"}).encode())
+        self.rt_head = b64url(json.dumps({"alg": "HS256", "typ": "rt+jwt", "kid": "r1"}).encode())
+        with self.rotations.conn() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS sessions (sid TEXT PRIMARY KEY NOT NULL,"
+                " user_id INTEGER NOT NULL, login TEXT NOT NULL, email TEXT, name TEXT,"
+                " auth_time INTEGER NOT NULL, expires_at INTEGER NOT NULL, revoked_at INTEGER)"
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS families (family_id TEXT PRIMARY KEY NOT NULL,"
+                " sid TEXT NOT NULL, client_id TEXT NOT NULL, scope TEXT NOT NULL,"
+                " expires_at INTEGER NOT NULL, revoked_at INTEGER)"
+            )
+
+    def refresh_jwt(self, row: dict[str, Any], jti: str, now: int) -> str:
+        claims: dict[str, Any] = {"iss": self.ISSUER, "aud": self.ISSUER, "jti": jti}
+        claims |= {"sub": str(row["user_id"]), "sid": row["sid"], "fam": row["family_id"]}
+        claims |= {"client_id": row["client_id"], "scope": row["scope"]}
+        claims |= {"iat": now, "exp": now + 86_400}
+        signing_input = self.rt_head + b"." + b64url(json.dumps(claims).encode())
+        mac = hmac.new(self.mac_key, signing_input, hashlib.sha256).digest()
+        return (signing_input + b"." + b64url(mac)).decode()
+
+    def access_jwt(self, row: dict[str, Any], now: int) -> str:
+        claims = {
+            "iss": self.ISSUER,
+            "aud": "dna-api",
+            "iat": now,
+            "exp": now + 600,
+            "jti": secrets.token_urlsafe(16),
+            "client_id": row["client_id"],
+            "scope": row["scope"],
+            "sub": str(row["user_id"]),
+            "sid": row["sid"],
+            "auth_time": row["auth_time"],
+            "email": row["email"],
+            "name": row["name"],
+            "sg_login": row["login"],
+            "sg_user_id": row["user_id"],
+            "fam": row["family_id"],
+        }
+        signing_input = self.at_head + b"." + b64url(json.dumps(claims).encode())
+        return (signing_input + b"." + b64url(self.sign(signing_input))).decode()
+
+    def login(self, client_id: str) -> dict[str, Any]:
+        """A password grant's store work, so each load chain has a family to refresh."""
+        now = int(time.time())
+        sid, family, jti = (secrets.token_urlsafe(16) for _ in range(3))
+        row = {"sid": sid, "user_id": 42, "login": "alice", "email": "a@example.com"}
+        row |= {"name": "Alice", "auth_time": now, "client_id": client_id, "scope": SCOPE}
+        row["family_id"] = family
+        conn = self.rotations.conn()
+        with self.rotations.lock:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, 42, 'alice', 'a@example.com', 'Alice', ?, ?,"
+                " NULL)",
+                (sid, now, (now + 86_400) * 1000),
+            )
+            conn.execute(
+                "INSERT INTO families VALUES (?, ?, ?, ?, ?, NULL)",
+                (family, sid, client_id, SCOPE, (now + 86_400) * 1000),
+            )
+            conn.execute(
+                "INSERT INTO tokens (jti, family_id, expires_at) VALUES (?, ?, ?)",
+                (jti, family, (now + 86_400) * 1000),
+            )
+            conn.execute("COMMIT")
+        return self.answer(row, now, jti)
+
+    def answer(self, row: dict[str, Any], now: int, jti: str) -> dict[str, Any]:
+        return {
+            "access_token": self.access_jwt(row, now),
+            "token_type": "Bearer",
+            "expires_in": 600,
+            "scope": row["scope"],
+            "refresh_token": self.refresh_jwt(row, jti, now),
+        }
+
+    def claims_of(self, token: str) -> dict[str, Any] | None:
+        """The refresh token's claims if its MAC, header and claims are ours, else None."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        signing_input = f"{parts[0]}.{parts[1]}".encode()
+        mac = hmac.new(self.mac_key, signing_input, hashlib.sha256).digest()
+        if not hmac.compare_digest(b64url(mac), parts[2].encode()):
+            return None
+        header = json.loads(unb64url(parts[0]))
+        claims: dict[str, Any] = json.loads(unb64url(parts[1]))
+        if header.get("typ") != "rt+jwt" or header.get("alg") != "HS256":
+            return None
+        if claims.get("iss") != self.ISSUER or claims.get("aud") != self.ISSUER:
+            return None
+        return claims
+
+    def _consume(
+        self, conn: sqlite3.Connection, jti: str, client_id: str, t: int, successor: str
+    ) -> dict[str, Any] | None:
+        """Read and judge the chain, then mark the token used and insert its successor
+        (inside the caller's transaction); None when the token may not be used."""
+        found = conn.execute(
+            "SELECT t.used_at, t.expires_at, f.*, s.user_id, s.login, s.email, s.name,"
+            " s.auth_time, s.expires_at, s.revoked_at FROM tokens t"
+            " JOIN families f ON f.family_id = t.family_id JOIN sessions s ON s.sid = f.sid"
+            " WHERE t.jti = ?",
+            (jti,),
+        ).fetchone()
+        if found is None:
+            return None
+        row = dict(zip(CHAIN_COLUMNS, found, strict=True))
+        if (
+            row["client_id"] != client_id
+            or row["used_at"] is not None
+            or min(row["t_exp"], row["f_exp"], row["s_exp"]) <= t
+            or row["f_rev"] is not None
+            or row["s_rev"] is not None
+        ):
+            return None
+        conn.execute(
+            "UPDATE tokens SET used_at = ?, successor = ? WHERE jti = ?", (t, successor, jti)
+        )
+        conn.execute(
+            "INSERT INTO tokens (jti, family_id, expires_at) VALUES (?, ?, ?)",
+            (successor, row["family_id"], t + 86_400_000),
+        )
+        return row
+
+    def refresh(self, client_id: str, token: str) -> tuple[int, dict[str, Any]]:
+        claims = self.claims_of(token)
+        now = int(time.time())
+        if claims is None or claims["exp"] <= now:
+            return 400, {"error": "invalid_grant"}
+        successor = secrets.token_urlsafe(16)
+        t = now * 1000
+        conn = self.rotations.conn()
+        with self.rotations.lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._consume(conn, claims["jti"], client_id, t, successor)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        if row is None:
+            return 400, {"error": "invalid_grant"}
+        return 200, self.answer(row, now, successor)
+
+
 def make_app(
-    sign: Callable[[bytes], bytes], rotations: Rotations | None
+    sign: Callable[[bytes], bytes], rotations: Rotations | None, hand: HandRefresh | None = None
 ) -> Callable[[Message, Any, Any], Awaitable[None]]:
     executor = ThreadPoolExecutor(max_workers=32)
 
-    def work(body: bytes) -> bytes:
+    def work(body: bytes) -> tuple[int, bytes]:
         form = dict(parse_qsl(body.decode()))
+        if hand is not None:
+            client_id = form.get("client_id", "")
+            if form.get("grant_type") == "password":
+                return 200, json.dumps(hand.login(client_id)).encode()
+            status, answer = hand.refresh(client_id, form.get("refresh_token", ""))
+            return status, json.dumps(answer).encode()
         signature = sign(body)
         refresh = rotations.rotate(form.get("refresh_token")) if rotations else "r"
         answer = {"access_token": signature[:32].hex(), "refresh_token": refresh}
-        return json.dumps(answer).encode()
+        return 200, json.dumps(answer).encode()
 
     async def app(scope: Message, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -112,9 +320,9 @@ def make_app(
             if not message.get("more_body"):
                 break
         loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(executor, work, b"".join(chunks))
+        status, out = await loop.run_in_executor(executor, work, b"".join(chunks))
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})
 
     return app
@@ -125,8 +333,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--alg", choices=["RS256", "ES256"], default="RS256")
     parser.add_argument("--store", help="SQLite file for the rotation write")
+    parser.add_argument(
+        "--refresh", action="store_true", help="a whole refresh grant by hand (needs --store)"
+    )
     args = parser.parse_args()
-    app = make_app(make_signer(args.alg), Rotations(args.store) if args.store else None)
+    sign = make_signer(args.alg)
+    if args.refresh:
+        if not args.store:
+            parser.error("--refresh needs --store")
+        app = make_app(sign, None, HandRefresh(args.store, args.alg, sign))
+    else:
+        app = make_app(sign, Rotations(args.store) if args.store else None)
     sock = socket.create_server(("127.0.0.1", args.port))  # listening before "ready"
     print("floor app ready", flush=True)
     config = uvicorn.Config(app, log_level="warning", http="httptools", loop="uvloop")
