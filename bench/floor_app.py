@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -33,7 +34,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
@@ -94,26 +95,43 @@ class Rotations:
             self.local.conn = conn
         return conn
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction on this thread's connection, the process's
+        writers queued on a lock (as the broker's SQLite store does)."""
+        conn = self.conn()
+        with self.lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def write(
+        conn: sqlite3.Connection, parent: str | None, successor: str, family: str, now_ms: int
+    ) -> None:
+        """The rotation's durable write: mark `parent` used (when there is one) and
+        insert its successor."""
+        if parent is not None:
+            conn.execute(
+                "UPDATE tokens SET used_at = ?, successor = ? WHERE jti = ? AND used_at IS NULL",
+                (now_ms, successor, parent),
+            )
+        conn.execute(
+            "INSERT INTO tokens (jti, family_id, expires_at) VALUES (?, ?, ?)",
+            (successor, family, now_ms + 86_400_000),
+        )
+
     def rotate(self, parent: str | None) -> str:
         """Mark `parent` used and insert its successor; with no parent (a password
         grant), insert a first token of a new family."""
         successor = secrets.token_urlsafe(16)
         family = parent[:8] if parent else secrets.token_urlsafe(6)
-        now = int(time.time() * 1000)
-        conn = self.conn()
-        with self.lock:
-            conn.execute("BEGIN IMMEDIATE")
-            if parent is not None:
-                conn.execute(
-                    "UPDATE tokens SET used_at = ?, successor = ? WHERE jti = ?"
-                    " AND used_at IS NULL",
-                    (now, successor, parent),
-                )
-            conn.execute(
-                "INSERT INTO tokens (jti, family_id, expires_at) VALUES (?, ?, ?)",
-                (successor, family, now + 86_400_000),
-            )
-            conn.execute("COMMIT")
+        with self.transaction() as conn:
+            self.write(conn, parent, successor, family, int(time.time() * 1000))
         return successor
 
 
@@ -141,7 +159,7 @@ class HandRefresh:
 
     def __init__(self, path: str, alg: str, sign: Callable[[bytes], bytes]) -> None:
         self.rotations = Rotations(path)
-        self.alg, self.sign = alg, sign
+        self.sign = sign
         self.mac_key = secrets.token_bytes(32)
         self.at_head = b64url(json.dumps({"alg": alg, "typ": "at+jwt", "kid": "k1"}).encode())
         self.rt_head = b64url(json.dumps({"alg": "HS256", "typ": "rt+jwt", "kid": "r1"}).encode())
@@ -194,23 +212,18 @@ class HandRefresh:
         row = {"sid": sid, "user_id": 42, "login": "alice", "email": "a@example.com"}
         row |= {"name": "Alice", "auth_time": now, "client_id": client_id, "scope": SCOPE}
         row["family_id"] = family
-        conn = self.rotations.conn()
-        with self.rotations.lock:
-            conn.execute("BEGIN IMMEDIATE")
+        expires_ms = (now + 86_400) * 1000
+        with self.rotations.transaction() as conn:
             conn.execute(
                 "INSERT INTO sessions VALUES (?, 42, 'alice', 'a@example.com', 'Alice', ?, ?,"
                 " NULL)",
-                (sid, now, (now + 86_400) * 1000),
+                (sid, now, expires_ms),
             )
             conn.execute(
                 "INSERT INTO families VALUES (?, ?, ?, ?, ?, NULL)",
-                (family, sid, client_id, SCOPE, (now + 86_400) * 1000),
+                (family, sid, client_id, SCOPE, expires_ms),
             )
-            conn.execute(
-                "INSERT INTO tokens (jti, family_id, expires_at) VALUES (?, ?, ?)",
-                (jti, family, (now + 86_400) * 1000),
-            )
-            conn.execute("COMMIT")
+            Rotations.write(conn, None, jti, family, now * 1000)
         return self.answer(row, now, jti)
 
     def answer(self, row: dict[str, Any], now: int, jti: str) -> dict[str, Any]:
@@ -262,13 +275,7 @@ class HandRefresh:
             or row["s_rev"] is not None
         ):
             return None
-        conn.execute(
-            "UPDATE tokens SET used_at = ?, successor = ? WHERE jti = ?", (t, successor, jti)
-        )
-        conn.execute(
-            "INSERT INTO tokens (jti, family_id, expires_at) VALUES (?, ?, ?)",
-            (successor, row["family_id"], t + 86_400_000),
-        )
+        Rotations.write(conn, jti, successor, row["family_id"], t)
         return row
 
     def refresh(self, client_id: str, token: str) -> tuple[int, dict[str, Any]]:
@@ -278,15 +285,8 @@ class HandRefresh:
             return 400, {"error": "invalid_grant"}
         successor = secrets.token_urlsafe(16)
         t = now * 1000
-        conn = self.rotations.conn()
-        with self.rotations.lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._consume(conn, claims["jti"], client_id, t, successor)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self.rotations.transaction() as conn:
+            row = self._consume(conn, claims["jti"], client_id, t, successor)
         if row is None:
             return 400, {"error": "invalid_grant"}
         return 200, self.answer(row, now, successor)

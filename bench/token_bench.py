@@ -312,20 +312,22 @@ def measure(
     )
 
 
+FLOORS = {
+    "uvicorn + one signature": [],
+    "+ the rotation's SQLite write": ["--store"],
+    "a whole refresh grant by hand": ["--store", "--refresh"],
+}
+
+
 def floor(
-    args: argparse.Namespace,
-    store: bool,
-    cpus: tuple[set[int] | None, set[int] | None],
-    *,
-    refresh: bool = False,
+    args: argparse.Namespace, flags: list[str], cpus: tuple[set[int] | None, set[int] | None]
 ) -> Run:
+    """One `floor_app.py` run; `--store` takes this run's own SQLite file."""
     port = free_port()
     cmd = [sys.executable, str(HERE / "floor_app.py"), "--port", str(port), "--alg", args.alg]
     with tempfile.TemporaryDirectory(prefix="broker-floor-") as tmp:
-        if store:
-            cmd += ["--store", str(Path(tmp) / "floor.db")]
-        if refresh:
-            cmd += ["--refresh"]
+        for flag in flags:
+            cmd += [flag, str(Path(tmp) / "floor.db")] if flag == "--store" else [flag]
         proc = start_server(cmd, port, dict(os.environ), cpus[0], Path(tmp) / "floor.log")
         return measure(proc, port, args, cpus[1])
 
@@ -371,15 +373,7 @@ def main() -> int:
             emulator.terminate()
             emulator.wait(10)
         shutil.rmtree(data_dir, ignore_errors=True)
-    floors = (
-        []
-        if args.no_floor
-        else [
-            ("uvicorn + one signature", floor(args, False, cpus)),
-            ("+ the rotation's SQLite write", floor(args, True, cpus)),
-            ("a whole refresh grant by hand", floor(args, True, cpus, refresh=True)),
-        ]
-    )
+    floors = [] if args.no_floor else [(n, floor(args, f, cpus)) for n, f in FLOORS.items()]
     lat_ms = sorted(x * 1000 for x in run.latencies)
     p50 = statistics.median(lat_ms) if lat_ms else float("nan")
     p99 = lat_ms[int(len(lat_ms) * 0.99) - 1] if lat_ms else float("nan")

@@ -4,7 +4,6 @@ grant's whole job, or its figure would flatter the reference the broker is held 
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -20,7 +19,6 @@ def floor_app() -> ModuleType:
     spec = importlib.util.spec_from_file_location("floor_app", FLOOR)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["floor_app"] = module
     spec.loader.exec_module(module)
     return module
 
