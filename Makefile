@@ -21,14 +21,14 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check broker tests bench clients/python
-	$(BIN)/ruff format --check broker tests bench clients/python
+	$(BIN)/ruff check broker shotgrid_emulator tests bench clients/python
+	$(BIN)/ruff format --check broker shotgrid_emulator tests bench clients/python
 	$(BIN)/mypy
 	$(BIN)/mypy --config-file clients/python/pyproject.toml clients/python/src/broker_client
 
 fmt: $(STAMP)
-	$(BIN)/ruff format broker tests bench clients/python
-	$(BIN)/ruff check --fix broker tests bench clients/python
+	$(BIN)/ruff format broker shotgrid_emulator tests bench clients/python
+	$(BIN)/ruff check --fix broker shotgrid_emulator tests bench clients/python
 
 bench: $(STAMP)
 	$(BIN)/python bench/token_bench.py

@@ -205,10 +205,31 @@ def _cmd_clients_remove(args: argparse.Namespace) -> int:
 
 
 def _cmd_shotgrid_emulator(args: argparse.Namespace) -> int:
-    from broker.upstream.emulator import run_emulator_cli
+    """Serve the emulator until interrupted. The socket is bound before the URL is printed,
+    so the printed line is true the moment it appears, and a busy port is one line."""
+    import uvicorn
 
-    status: int = run_emulator_cli(host=args.host, port=args.port, users_file=args.users)
-    return status
+    from broker.listen import ListenError, listen_socket
+    from shotgrid_emulator import DirectoryError, ShotGridEmulator
+
+    try:
+        emulator = (
+            ShotGridEmulator.from_users_file(args.users)
+            if args.users
+            else ShotGridEmulator.default()
+        )
+    except DirectoryError as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        sock = listen_socket(args.host, args.port)
+    except ListenError as exc:
+        raise CommandError(str(exc)) from None
+    bound_port = sock.getsockname()[1]
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"ShotGrid emulator listening on http://{shown}:{bound_port}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(emulator.app, log_level="warning"))
+    server.run(sockets=[sock])
+    return 0
 
 
 class _Parser(argparse.ArgumentParser):

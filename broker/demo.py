@@ -106,7 +106,7 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
     from broker.http.protocol import BoundedHttpToolsProtocol
     from broker.listen import listen_socket
     from broker.settings import load_settings
-    from broker.upstream.emulator import ShotGridEmulator
+    from shotgrid_emulator import ShotGridEmulator
 
     directory = Path(data_dir)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import shotgun_api3
 
-from broker.upstream.emulator import ShotGridEmulator
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.emulator import MovableClock
 from tests.support.servers import ServerThread
 

@@ -21,7 +21,7 @@ import httpx
 import jwt
 import pytest
 
-from broker.upstream.emulator import ShotGridEmulator
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import new_kek
 from tests.support.servers import ServerThread, free_port
 

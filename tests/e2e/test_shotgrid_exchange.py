@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from broker.upstream.emulator import ShotGridEmulator
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.servers import ServerThread

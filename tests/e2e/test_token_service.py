@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from broker.upstream.emulator import ShotGridEmulator
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.services import broker, clock, env, http

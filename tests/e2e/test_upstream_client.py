@@ -27,8 +27,8 @@ from broker.upstream import (
     UpstreamTokenRejected,
     UpstreamUnavailable,
 )
-from broker.upstream.emulator import ShotGridEmulator
 from broker.upstream.shotgrid import ShotGridClient
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.emulator import MovableClock
 from tests.support.servers import ServerThread, free_port, serve
 

@@ -12,7 +12,7 @@ import pytest
 
 from broker.app import create_app
 from broker.demo import demo_clients
-from broker.upstream.emulator import ShotGridEmulator
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import broker_settings
 from tests.support.clock import MovableClock
 from tests.support.flaky_store import FlakyStore

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from broker.upstream.emulator import ShotGridEmulator
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import RunningBroker, broker_settings, run_broker
 from tests.support.clock import MovableClock
 from tests.support.oidc import Flow, hidden_fields, submit_login

@@ -17,7 +17,7 @@ from broker.app import create_app
 from broker.cli import SERVER_OPTIONS
 from broker.demo import DEMO_SCRIPT, demo_clients
 from broker.settings import Settings, load_settings
-from broker.upstream.emulator import ShotGridEmulator
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.clock import MovableClock
 from tests.support.servers import ServerThread, free_port
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.upstream.emulator import ShotGridEmulator
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.clock import MovableClock
 from tests.support.servers import ServerThread, serve
 

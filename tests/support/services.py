@@ -14,7 +14,7 @@ import pytest
 
 from broker.store import ClientRecord
 from broker.tokens.secrets import hash_client_secret
-from broker.upstream.emulator import ShotGridEmulator
+from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from broker.upstream.emulator import Directory, DirectoryError
+from shotgrid_emulator import Directory, DirectoryError
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.timeout(30)

@@ -22,9 +22,9 @@ from typing import Any, Literal
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.upstream.emulator import jwt
-from broker.upstream.emulator.directory import Directory, HumanUser, Project, Script
-from broker.upstream.emulator.faults import RAW_SEND, Faults, drop_connection
+from shotgrid_emulator import jwt
+from shotgrid_emulator.directory import Directory, HumanUser, Project, Script
+from shotgrid_emulator.faults import RAW_SEND, Faults, drop_connection
 
 Clock = Callable[[], datetime]
 

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from broker.upstream.emulator.directory import HumanUser, Project
-from broker.upstream.emulator.site import Principal, ShotGridFault, Site, sg_json
+from shotgrid_emulator.directory import HumanUser, Project
+from shotgrid_emulator.site import Principal, ShotGridFault, Site, sg_json
 
 _INFO_VERSION = [8, 50, 0]  # >= 7.4.0 gives the client's modern paging (research §3.3)
 

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from broker.upstream.emulator.directory import HumanUser, Project
-from broker.upstream.emulator.site import Principal, ShotGridFault, Site, rest_error, sg_json
+from shotgrid_emulator.directory import HumanUser, Project
+from shotgrid_emulator.site import Principal, ShotGridFault, Site, rest_error, sg_json
 
 _FORM = "application/x-www-form-urlencoded"
 _ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]

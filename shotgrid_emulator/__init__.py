@@ -2,7 +2,7 @@
 
 It serves the REST token endpoint and reads (`/api/v1`, `/api/v1.1`) and the api3
 JSON-RPC subset the real `shotgun_api3` client needs (`/api3/json`), after
-/work/shared/research/shotgrid.md §1-§3 and its emulator spec §8. Points the research
+the project's ShotGrid research notes §1-§3 and its emulator spec §8. Points the research
 leaves open are marked ASSUMED where they are decided. It is the broker's test double
 and the demo's upstream; `token-broker shotgrid-emulator` runs it alone.
 
@@ -54,16 +54,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from broker.upstream.emulator import api3, rest
-from broker.upstream.emulator.directory import (
+from shotgrid_emulator import api3, rest
+from shotgrid_emulator.directory import (
     Directory,
     DirectoryError,
     HumanUser,
     Project,
     Script,
 )
-from broker.upstream.emulator.faults import RAW_SEND, Fault, Faults
-from broker.upstream.emulator.site import Clock, Principal, ShotGridFault, Site
+from shotgrid_emulator.faults import RAW_SEND, Fault, Faults
+from shotgrid_emulator.site import Clock, Principal, ShotGridFault, Site
 
 
 class ShotGridEmulator:
@@ -206,37 +206,6 @@ def _admin_routes(emu: ShotGridEmulator) -> list[BaseRoute]:
     ]
 
 
-def run_emulator_cli(*, host: str, port: int, users_file: str | None) -> int:
-    """`token-broker shotgrid-emulator`: serve until interrupted.
-
-    The socket is bound before the URL is printed, so the printed line is true the moment
-    it appears, and a busy port is a one-line error rather than a uvicorn traceback.
-    """
-    import uvicorn
-
-    from broker.cli import CommandError
-    from broker.listen import ListenError, listen_socket
-
-    try:
-        emulator = (
-            ShotGridEmulator.from_users_file(users_file)
-            if users_file
-            else ShotGridEmulator.default()
-        )
-    except DirectoryError as exc:
-        raise CommandError(str(exc)) from exc
-    try:
-        sock = listen_socket(host, port)
-    except ListenError as exc:
-        raise CommandError(str(exc)) from None
-    bound_port = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"ShotGrid emulator listening on http://{shown}:{bound_port}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(emulator.app, log_level="warning"))
-    server.run(sockets=[sock])
-    return 0
-
-
 __all__ = [
     "Clock",
     "Directory",
@@ -249,5 +218,4 @@ __all__ = [
     "Script",
     "ShotGridEmulator",
     "ShotGridFault",
-    "run_emulator_cli",
 ]
