@@ -1,8 +1,10 @@
 """A local ShotGrid (Flow Production Tracking) site, faithful for the parts the broker uses.
 
-It serves the REST token endpoint and reads (`/api/v1`, `/api/v1.1`) and the api3
-JSON-RPC subset the real `shotgun_api3` client needs (`/api3/json`), after
-the project's ShotGrid research notes §1-§3 and its emulator spec §8. Points the research
+It serves the REST token endpoint and reads (`/api/v1`, `/api/v1.1`), the api3
+JSON-RPC subset the real `shotgun_api3` client needs (`/api3/json`) and the App Session
+Launcher (`/internal_api/app_session_request`, with an approval page standing in for the
+site's sign-in), after the project's ShotGrid research notes §1-§3, §6 and its emulator
+spec §8. Points the research
 leaves open are marked ASSUMED where they are decided. It is the broker's test double
 and the demo's upstream; `token-broker shotgrid-emulator` runs it alone.
 
@@ -15,6 +17,7 @@ Users file (`--users FILE`, TOML); every key but those marked required is option
     [site]
     name = "emulator"
     user_authentication_method = "default"   # default | ldap | saml2 | oxygen
+    authentication_app_session_launcher_enabled = false   # the demo has it on
 
     [[projects]]
     id = 201                 # required
@@ -28,12 +31,13 @@ Users file (`--users FILE`, TOML); every key but those marked required is option
     name = "Alice Artist"
     projects = [201]         # membership: the only projects this user sees
     sg_status_list = "act"   # act | dis (disabled: login refused)
-    two_factor = false       # true: password login refused with code 106
+    two_factor = false       # true: a password alone is refused with code 106
+    totp_secret = "JBSWY3DPEHPK3PXP"   # base32 RFC 6238 secret (two_factor users only)
     sso_only = false         # true: password login refused with code 108
     can_impersonate_this_user = true
     may_sudo = false         # the role's "allow 'sudo'" permission
     retired = false
-    permission_rule_set = "Artist"
+    permission_rule_set = "Artist"   # permission group: Admin, Manager, Artist or custom
 
     [[scripts]]
     id = 301                 # required
@@ -54,7 +58,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shotgrid_emulator import api3, rest
+from shotgrid_emulator import api3, asl, rest
 from shotgrid_emulator.directory import (
     Directory,
     DirectoryError,
@@ -62,8 +66,20 @@ from shotgrid_emulator.directory import (
     Project,
     Script,
 )
+from shotgrid_emulator.events import EventLogEntry
 from shotgrid_emulator.faults import RAW_SEND, Fault, Faults
 from shotgrid_emulator.site import Clock, Principal, ShotGridFault, Site
+
+IDLE_KEEPALIVE_SECONDS = 60
+"""How long the emulator's server keeps an idle HTTP/1.1 connection open.
+
+Real sites sit behind a cloud load balancer that keeps idle client connections far longer
+than uvicorn's default of 5 s; 60 s is AWS Application Load Balancer's default idle
+timeout. `shotgun_api3` (httplib2) reuses one connection for all its calls and does not
+retry a request whose idle connection the server closed, so with uvicorn's 5 s a client
+idle for 5 s fails with BrokenPipeError, which no real site causes. Pass it as uvicorn's
+`timeout_keep_alive` wherever the emulator is served.
+"""
 
 
 class ShotGridEmulator:
@@ -81,6 +97,7 @@ class ShotGridEmulator:
         refresh_ttl: int = 86400,
         session_ttl: int = 86400,
         strict_refresh_rotation: bool = True,
+        totp_single_use: bool = False,
         admin_routes: bool = False,
     ) -> None:
         self.site = Site(
@@ -90,8 +107,14 @@ class ShotGridEmulator:
             refresh_ttl=refresh_ttl,
             session_ttl=session_ttl,
             strict_refresh_rotation=strict_refresh_rotation,
+            totp_single_use=totp_single_use,
         )
-        routes: list[BaseRoute] = [*rest.routes(self.site), *api3.routes(self.site)]
+        self.app_sessions = asl.AppSessionLauncher(self.site)
+        routes: list[BaseRoute] = [
+            *rest.routes(self.site),
+            *api3.routes(self.site),
+            *asl.routes(self.app_sessions),
+        ]
         if admin_routes:
             routes += _admin_routes(self)
         starlette = Starlette(routes=routes)
@@ -113,7 +136,7 @@ class ShotGridEmulator:
 
     @classmethod
     def default(cls, **kwargs: Any) -> ShotGridEmulator:
-        """The contract's demo site: alice, bob, carol, dave, erin and the broker's script."""
+        """The contract's demo site: alice ... frank and the broker's script, ASL on."""
         return cls(Directory.demo(), **kwargs)
 
     @classmethod
@@ -140,8 +163,46 @@ class ShotGridEmulator:
     def faults(self) -> Faults:
         return self.site.faults
 
+    @property
+    def events(self) -> list[EventLogEntry]:
+        """The EventLogEntry rows recorded so far, oldest first."""
+        return self.site.events.entries()
+
     def set_active(self, login: str, active: bool) -> None:
+        """Activate or disable a user (`sg_status_list`), logging an EventLogEntry."""
         self.site.set_active(login, active)
+
+    def set_permission_group(self, login: str, group: str) -> None:
+        """Move a user to another permission group, logging an EventLogEntry.
+
+        KeyError for an unknown login, ValueError for a group the site does not have.
+        """
+        self.site.set_permission_group(login, group)
+
+    def set_app_session_launcher(self, enabled: bool) -> None:
+        """Turn the site's App Session Launcher on or off (site info follows)."""
+        self.site.directory.app_session_launcher_enabled = enabled
+
+    def app_session_requests(self) -> list[dict[str, Any]]:
+        """The App Session Launcher requests still open (pending, or approved and not yet
+        polled): `sessionRequestId`, `appName`, `machineId`, `url`, `approved`, `polls`
+        and `poll_times` (time.monotonic() of each poll)."""
+        return self.app_sessions.pending()
+
+    def approve_app_session(self, request_id: str, login: str) -> None:
+        """Approve as `login`, as the person would on the page (no password asked).
+
+        KeyError for an unknown or inactive login; LookupError if the request is not
+        pending.
+        """
+        user = self.site.directory.user(login)
+        if user is None or not user.active:
+            raise KeyError(login)
+        self.app_sessions.approve(request_id, user)
+
+    def deny_app_session(self, request_id: str) -> None:
+        """Deny the request (LookupError if it is not pending): the next poll is a 404."""
+        self.app_sessions.deny(request_id)
 
     def revoke_user_tokens(self, login: str) -> None:
         self.site.revoke_user_tokens(login)
@@ -188,6 +249,51 @@ def _admin_routes(emu: ShotGridEmulator) -> list[BaseRoute]:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return Response(status_code=204)
 
+    async def permission_group(request: Request) -> Response:
+        try:
+            group = (await body(request)).get("group")
+            if not isinstance(group, str):
+                raise ValueError("group (a permission group name) is required")
+            emu.set_permission_group(request.path_params["login"], group)
+        except KeyError as exc:
+            return JSONResponse({"error": f"unknown login {exc}"}, status_code=404)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return Response(status_code=204)
+
+    async def site(request: Request) -> Response:
+        try:
+            data = await body(request)
+            enabled = data["authentication_app_session_launcher_enabled"]
+            if not isinstance(enabled, bool):
+                raise ValueError("authentication_app_session_launcher_enabled must be a bool")
+        except (ValueError, KeyError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        emu.set_app_session_launcher(enabled)
+        return Response(status_code=204)
+
+    async def app_sessions(request: Request) -> Response:
+        return JSONResponse(emu.app_session_requests())
+
+    async def app_session(request: Request) -> Response:
+        request_id = request.path_params["request_id"]
+        try:
+            data = await body(request)
+            action = data.get("action")
+            if action == "approve":
+                emu.approve_app_session(request_id, str(data["login"]))
+            elif action == "deny":
+                emu.deny_app_session(request_id)
+            else:
+                raise ValueError("action must be 'approve' or 'deny'")
+        except KeyError as exc:  # before LookupError: KeyError is one
+            return JSONResponse({"error": f"unknown or inactive login {exc}"}, status_code=400)
+        except LookupError:
+            return JSONResponse({"error": "no such pending request"}, status_code=404)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return Response(status_code=204)
+
     async def revoke(request: Request) -> Response:
         try:
             emu.revoke_user_tokens(request.path_params["login"])
@@ -202,14 +308,20 @@ def _admin_routes(emu: ShotGridEmulator) -> list[BaseRoute]:
         Route("/_emulator/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/_emulator/users/{login}/active", active, methods=["POST"]),
         Route("/_emulator/users/{login}/revoke", revoke, methods=["POST"]),
+        Route("/_emulator/users/{login}/permission_group", permission_group, methods=["POST"]),
+        Route("/_emulator/site", site, methods=["POST"]),
+        Route("/_emulator/app_session_requests", app_sessions, methods=["GET"]),
+        Route("/_emulator/app_session_requests/{request_id}", app_session, methods=["POST"]),
         Route("/_emulator/calls", calls, methods=["GET"]),
     ]
 
 
 __all__ = [
+    "IDLE_KEEPALIVE_SECONDS",
     "Clock",
     "Directory",
     "DirectoryError",
+    "EventLogEntry",
     "Fault",
     "Faults",
     "HumanUser",

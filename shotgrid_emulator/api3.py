@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from shotgrid_emulator.directory import HumanUser, Project
+from shotgrid_emulator import entities
 from shotgrid_emulator.site import Principal, ShotGridFault, Site, sg_json
 
 _INFO_VERSION = [8, 50, 0]  # >= 7.4.0 gives the client's modern paging (research §3.3)
@@ -32,19 +32,25 @@ def _authenticate(site: Site, auth: Any) -> Principal:
         raise ShotGridFault(102, "Missing or invalid authentication arguments")
     # The same precedence as the client's `_auth_params` (research §3.2).
     if "user_login" in auth and "user_password" in auth:
+        code = auth.get("auth_token")
         principal = Principal(
-            user=site.password_login(str(auth["user_login"]), str(auth["user_password"]))
+            user=site.password_login(
+                str(auth["user_login"]),
+                str(auth["user_password"]),
+                auth_token=str(code) if code else None,
+                api3=True,
+            )
         )
     elif "script_name" in auth:
         script = site.script_login(str(auth["script_name"]), str(auth.get("script_key", "")))
         principal = Principal(script=script)
     elif "session_token" in auth:
-        user = site.session_user(str(auth["session_token"]))
-        if user is None:
+        session_user = site.session_user(str(auth["session_token"]))
+        if session_user is None:
             # Code 102 is what toolkit relies on to renew (§3.1); the text is ASSUMED. We
             # reject even without `reject_if_expired` instead of answering anonymously.
             raise ShotGridFault(102, "Unauthorized session token")
-        principal = Principal(user=user)
+        principal = Principal(user=session_user)
     else:
         raise ShotGridFault(102, "Missing or invalid authentication arguments")
     sudo = auth.get("sudo_as_login")
@@ -54,105 +60,46 @@ def _authenticate(site: Site, auth: Any) -> Principal:
     return principal
 
 
-def _link(item: HumanUser | Project) -> dict[str, Any]:
-    kind = "HumanUser" if isinstance(item, HumanUser) else "Project"
-    return {"type": kind, "id": item.id, "name": item.name}
-
-
-def _fields(site: Site, item: HumanUser | Project) -> dict[str, Any]:
-    if isinstance(item, HumanUser):
-        return {
-            "type": "HumanUser",
-            "id": item.id,
-            "login": item.login,
-            "email": item.email,
-            "name": item.name,
-            "firstname": item.firstname,
-            "lastname": item.lastname,
-            "sg_status_list": item.sg_status_list,
-            "can_impersonate_this_user": item.can_impersonate_this_user,
-            "permission_rule_set": {
-                "type": "PermissionRuleSet",
-                "id": 8,
-                "name": item.permission_rule_set,
-            },
-            "projects": [_link(p) for p in site.directory.projects if p.id in item.projects],
-        }
-    users = [u for u in site.directory.users if item.id in u.projects and not u.retired]
-    return {
-        "type": "Project",
-        "id": item.id,
-        "name": item.name,
-        "sg_status_list": item.sg_status_list,
-        "users": [_link(u) for u in users],
-    }
-
-
-def _same(actual: Any, wanted: Any) -> bool:
-    if isinstance(actual, list):
-        return any(_same(a, wanted) for a in actual)
-    if isinstance(actual, dict) and isinstance(wanted, dict):
-        return bool(
-            actual.get("type") == wanted.get("type") and actual.get("id") == wanted.get("id")
-        )
-    return bool(actual == wanted)
-
-
-def _matches(record: dict[str, Any], group: Any, etype: str) -> bool:
-    if not isinstance(group, dict):
-        raise ShotGridFault(103, "API read() invalid filters")
-    if "conditions" in group:
-        results = [_matches(record, c, etype) for c in group["conditions"]]
-        return any(results) if group.get("logical_operator") == "or" else all(results)
-    path, relation, values = group.get("path"), group.get("relation"), group.get("values", [])
-    if path not in record:
-        raise ShotGridFault(103, f"API read() {etype}.{path} doesn't exist.")
-    actual = record[path]
-    if relation == "is":
-        return _same(actual, values[0] if values else None)
-    if relation == "is_not":
-        return not _same(actual, values[0] if values else None)
-    if relation == "in":
-        return any(_same(actual, v) for v in values)
-    if relation == "not_in":
-        return not any(_same(actual, v) for v in values)
-    raise ShotGridFault(103, f"API read() unsupported relation '{relation}'")  # ASSUMED
-
-
 def _read(site: Site, principal: Principal, params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ShotGridFault(103, "API read() invalid parameters")
-    etype = params.get("type")
-    return_only = params.get("return_only", "active")
-    items: list[HumanUser | Project]
-    if etype == "HumanUser":
-        retired = return_only == "retired"
-        items = [u for u in site.directory.users if u.retired == retired]
-    elif etype == "Project":
-        # Per-user permissions: only the effective user's projects (research §5).
-        items = [] if return_only == "retired" else list(site.visible_projects(principal))
-    else:
-        raise ShotGridFault(103, f"API read() Entity type '{etype}' doesn't exist.")
+    kind = str(params.get("type"))
+    if kind not in entities.ENTITY_TYPES:
+        raise ShotGridFault(103, f"API read() Entity type '{kind}' doesn't exist.")
+    retired = params.get("return_only", "active") == "retired"
     filters = params.get("filters") or {"logical_operator": "and", "conditions": []}
-    records = [r for r in (_fields(site, i) for i in items) if _matches(r, filters, etype)]
+    entities.validate(filters, kind)
+    found = [
+        r
+        for r in entities.records(site, principal, kind, retired=retired)
+        if entities.matches(r, filters, kind)
+    ]
+    sorts = params.get("sorts") or []
+    if not isinstance(sorts, list) or not all(isinstance(s, dict) for s in sorts):
+        raise ShotGridFault(103, "API read() invalid 'sorts'")  # ASSUMED text
+    entities.sort(
+        found,
+        kind,
+        [(str(s.get("field_name")), s.get("direction") == "desc") for s in sorts],
+    )
     paging = params.get("paging") or {}
     per_page, page = paging.get("entities_per_page", 500), paging.get("current_page", 1)
     if not isinstance(per_page, int) or not isinstance(page, int) or per_page < 1 or page < 1:
         raise ShotGridFault(103, "API read() invalid/missing integer 'paging'")
-    chunk = records[(page - 1) * per_page : page * per_page]
+    chunk = found[(page - 1) * per_page : page * per_page]
     wanted = {"type", "id", *(params.get("return_fields") or [])}
     # Unknown names in return_fields are ignored (ASSUMED, research §8.4).
-    entities = [{k: v for k, v in r.items() if k in wanted} for r in chunk]
-    has_next = page * per_page < len(records)
+    rows = [{k: v for k, v in r.items() if k in wanted} for r in chunk]
+    has_next = page * per_page < len(found)
     info: dict[str, Any] = {"has_next_page": has_next}
     if not params.get("return_paging_info_without_counts"):
         info.update(
             current_page=page,
-            page_count=max(1, math.ceil(len(records) / per_page)),
-            entity_count=len(records),
+            page_count=max(1, math.ceil(len(found) / per_page)),
+            entity_count=len(found),
             entities_per_page=per_page,
         )
-    return {"entities": entities, "paging_info": info}
+    return {"entities": rows, "paging_info": info}
 
 
 def _info(site: Site) -> dict[str, Any]:
@@ -162,7 +109,9 @@ def _info(site: Site) -> dict[str, Any]:
         "full_version": [*_INFO_VERSION, 0],
         "user_authentication_method": method,
         "unified_login_flow_enabled": method in ("saml2", "oxygen"),
-        "authentication_app_session_launcher_enabled": False,
+        "authentication_app_session_launcher_enabled": (
+            site.directory.app_session_launcher_enabled
+        ),
         "api_max_entities_per_page": 500,
         "s3_uploads_enabled": False,
     }

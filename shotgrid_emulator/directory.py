@@ -16,8 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shotgrid_emulator.totp import InvalidSecret, decode_secret
+
 _ITERATIONS = 1000
 _AUTH_METHODS = ("default", "ldap", "saml2", "oxygen")
+# Permission groups (PermissionRuleSet entities) every site has. The names are ShotGrid's
+# stock roles; the ids are arbitrary but stable (ASSUMED: real ids differ per site).
+DEFAULT_PERMISSION_RULE_SETS = {"Admin": 5, "Manager": 7, "Artist": 8}
 
 
 class DirectoryError(ValueError):
@@ -70,6 +75,9 @@ class HumanUser:
     """Emulator-internal: the permission "allow 'sudo'" of the user's role."""
     retired: bool = False
     permission_rule_set: str = "Artist"
+    """The name of the user's permission group (a PermissionRuleSet)."""
+    totp_secret: str | None = field(default=None, repr=False)
+    """Base32 RFC 6238 secret of a `two_factor` user; without one no code is ever valid."""
 
     @property
     def active(self) -> bool:
@@ -109,6 +117,12 @@ class Directory:
     projects: list[Project]
     user_authentication_method: str = "default"
     site_name: str = "emulator"
+    app_session_launcher_enabled: bool = False
+    """Site info's `authentication_app_session_launcher_enabled` (research §1.5, §6)."""
+    permission_rule_sets: dict[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_PERMISSION_RULE_SETS)
+    )
+    """Permission group name -> PermissionRuleSet id."""
 
     def user(self, login: str, *, include_retired: bool = False) -> HumanUser | None:
         for user in self.users:
@@ -158,8 +172,16 @@ class Directory:
                 user(101, "alice", "Alice Artist", [201, 202]),
                 user(102, "bob", "Bob Builder", [202, 203]),
                 user(103, "carol", "Carol Coordinator", [201], sg_status_list="dis"),
-                user(104, "dave", "Dave Director", [203], two_factor=True),
+                user(
+                    104,
+                    "dave",
+                    "Dave Director",
+                    [203],
+                    two_factor=True,
+                    totp_secret="JBSWY3DPEHPK3PXP",
+                ),
                 user(105, "erin", "Erin Editor", [202], sso_only=True),
+                user(106, "frank", "Frank Admin", [201, 202, 203], permission_rule_set="Admin"),
             ],
             scripts=[Script(id=301, name="token-broker", key=Secret.of("token-broker-key"))],
             projects=[
@@ -167,6 +189,7 @@ class Directory:
                 Project(202, "Harbor Lights"),
                 Project(203, "Night Market"),
             ],
+            app_session_launcher_enabled=True,
         )
 
     @classmethod
@@ -189,6 +212,8 @@ class Directory:
         method = _get(site, "user_authentication_method", str, "site", "default")
         if method not in _AUTH_METHODS:
             raise DirectoryError(f"site.user_authentication_method must be one of {_AUTH_METHODS}")
+        asl = _get(site, "authentication_app_session_launcher_enabled", bool, "site", False)
+        rule_sets = dict(DEFAULT_PERMISSION_RULE_SETS)
         projects = [
             Project(
                 id=_get(p, "id", int, f"projects[{i}]"),
@@ -208,6 +233,20 @@ class Directory:
             for pid in member_of:
                 if pid not in project_ids:
                     raise DirectoryError(f"{where}.projects names unknown project {pid!r}")
+            two_factor = _get(u, "two_factor", bool, where, False)
+            totp_secret = _get(u, "totp_secret", str, where, None)
+            if totp_secret is not None:
+                if not two_factor:
+                    raise DirectoryError(f"{where}.totp_secret needs two_factor = true")
+                try:
+                    decode_secret(totp_secret)
+                except InvalidSecret as exc:
+                    raise DirectoryError(f"{where}.totp_secret: {exc}") from exc
+            group = _get(u, "permission_rule_set", str, where, "Artist")
+            if not group:
+                raise DirectoryError(f"{where}.permission_rule_set must not be empty")
+            # A group the stock set lacks is a custom one the site defined (ASSUMED ids).
+            rule_sets.setdefault(group, max(rule_sets.values()) + 1)
             users.append(
                 HumanUser(
                     id=_get(u, "id", int, where),
@@ -217,14 +256,15 @@ class Directory:
                     password=Secret.of(password) if password else None,
                     projects=list(member_of),
                     sg_status_list=status,
-                    two_factor=_get(u, "two_factor", bool, where, False),
+                    two_factor=two_factor,
+                    totp_secret=totp_secret,
                     sso_only=_get(u, "sso_only", bool, where, False),
                     can_impersonate_this_user=_get(
                         u, "can_impersonate_this_user", bool, where, True
                     ),
                     may_sudo=_get(u, "may_sudo", bool, where, False),
                     retired=_get(u, "retired", bool, where, False),
-                    permission_rule_set=_get(u, "permission_rule_set", str, where, "Artist"),
+                    permission_rule_set=group,
                 )
             )
         scripts = [
@@ -246,6 +286,8 @@ class Directory:
             projects=projects,
             user_authentication_method=method,
             site_name=_get(site, "name", str, "site", "emulator"),
+            app_session_launcher_enabled=asl,
+            permission_rule_sets=rule_sets,
         )
 
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from shotgrid_emulator.directory import HumanUser, Project
+from shotgrid_emulator import entities
 from shotgrid_emulator.site import Principal, ShotGridFault, Site, rest_error, sg_json
 
 _FORM = "application/x-www-form-urlencoded"
@@ -25,13 +25,19 @@ _ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _GRANTS = ("password", "client_credentials", "session_token", "refresh_token", "refresh")
 _SUDO_SCOPE = re.compile(r"^sudo_as_login:(.+)$")
 _MISSING_ARGS = "Missing or invalid authentication arguments"
-_ENTITY_TYPES = {
-    "human_users": "HumanUser",
-    "HumanUser": "HumanUser",
-    "projects": "Project",
-    "Project": "Project",
+_REST_PATHS = {
+    "HumanUser": "human_users",
+    "Project": "projects",
+    "EventLogEntry": "event_log_entries",
+    "PermissionRuleSet": "permission_rule_sets",
 }
-_RULE_SET_IDS = {"Admin": 5, "Manager": 7, "Artist": 8}  # ids are arbitrary but stable
+# Both the path name and the type name work; `humanusers` does not (research §2).
+_ENTITY_TYPES = {
+    **{path: kind for kind, path in _REST_PATHS.items() if kind in entities.ENTITY_TYPES},
+    **{kind: kind for kind in entities.ENTITY_TYPES},
+}
+_ARRAY = "application/vnd+shotgun.api3_array+json"
+_HASH = "application/vnd+shotgun.api3_hash+json"
 
 
 def _form_params(request: Request, body: bytes) -> dict[str, str]:
@@ -147,91 +153,100 @@ def _authenticate(site: Site, request: Request) -> Principal | None:
     return site.bearer(token.strip())
 
 
-def _link(kind: str, item_id: int) -> str:
-    return f"/api/v1/entity/{'human_users' if kind == 'HumanUser' else 'projects'}/{item_id}"
+def _path(kind: str) -> str:
+    return _REST_PATHS.get(kind, kind)
 
 
-def _user_record(site: Site, user: HumanUser) -> tuple[dict[str, Any], dict[str, Any]]:
-    base = _link("HumanUser", user.id)
-    rule_id = _RULE_SET_IDS.get(user.permission_rule_set, 8)
-    attributes = {
-        "login": user.login,
-        "email": user.email,
-        "name": user.name,
-        "firstname": user.firstname,
-        "lastname": user.lastname,
-        "sg_status_list": user.sg_status_list,
-        "can_impersonate_this_user": user.can_impersonate_this_user,
-    }
-    projects = [p for p in site.directory.projects if p.id in user.projects]
-    relationships = {
-        "permission_rule_set": {
-            "data": {"id": rule_id, "name": user.permission_rule_set, "type": "PermissionRuleSet"},
-            "links": {
-                "self": f"{base}/relationships/permission_rule_set",
-                "related": f"/api/v1/entity/permission_rule_sets/{rule_id}",
-            },
-        },
-        "projects": {
-            "data": [{"id": p.id, "name": p.name, "type": "Project"} for p in projects],
-            "links": {"self": f"{base}/relationships/projects"},
-        },
-    }
-    return attributes, relationships
+def _self(kind: str, item_id: int) -> str:
+    return f"/api/v1/entity/{_path(kind)}/{item_id}"
 
 
-def _project_record(site: Site, project: Project) -> tuple[dict[str, Any], dict[str, Any]]:
-    members = [u for u in site.directory.users if project.id in u.projects and not u.retired]
-    attributes = {"name": project.name, "sg_status_list": project.sg_status_list}
-    relationships = {
-        "users": {
-            "data": [{"id": u.id, "name": u.name, "type": "HumanUser"} for u in members],
-            "links": {"self": f"{_link('Project', project.id)}/relationships/users"},
-        }
-    }
-    return attributes, relationships
-
-
-def _render(site: Site, item: HumanUser | Project, fields: Sequence[str] | None) -> dict[str, Any]:
-    kind = "HumanUser" if isinstance(item, HumanUser) else "Project"
-    attributes, relationships = (
-        _user_record(site, item) if isinstance(item, HumanUser) else _project_record(site, item)
-    )
-    if fields is not None:  # unknown names are dropped silently (research §2)
-        attributes = {k: v for k, v in attributes.items() if k in fields}
-        relationships = {k: v for k, v in relationships.items() if k in fields}
+def _render(kind: str, record: dict[str, Any], fields: Sequence[str] | None) -> dict[str, Any]:
+    """A flat record as REST's `{type, attributes, relationships, id, links}` (research §2):
+    entity links go under `relationships`, never `attributes`."""
+    base = _self(kind, record["id"])
+    links = entities.LINK_FIELDS.get(kind, {})
+    attributes: dict[str, Any] = {}
+    relationships: dict[str, Any] = {}
+    for name, value in record.items():
+        if name in ("type", "id") or (fields is not None and name not in fields):
+            continue
+        if name not in links:
+            attributes[name] = value
+        elif links[name]:  # multi-entity
+            relationships[name] = {
+                "data": [_rest_link(v) for v in value],
+                "links": {"self": f"{base}/relationships/{name}"},
+            }
+        else:
+            ref: dict[str, str] = {"self": f"{base}/relationships/{name}"}
+            if value is not None:
+                ref["related"] = _self(value["type"], value["id"])
+            # ASSUMED: a null link reads {"data": null} with its self link.
+            relationships[name] = {"data": _rest_link(value) if value else None, "links": ref}
     return {
         "type": kind,
         "attributes": attributes,
         "relationships": relationships,
-        "id": item.id,
-        "links": {"self": _link(kind, item.id)},
+        "id": record["id"],
+        "links": {"self": base},
     }
 
 
-def _fields(request: Request) -> list[str] | None:
-    raw = request.query_params.get("fields")
-    # ASSUMED: no `fields` (or `*`) returns every field we model.
-    if raw is None or raw.strip() == "*":
+def _rest_link(value: dict[str, Any]) -> dict[str, Any]:
+    return {"id": value["id"], "name": value["name"], "type": value["type"]}
+
+
+def _field_list(raw: Any) -> list[str] | None:
+    """`fields` as a comma string or a list; absent or `*` means every field we model
+    (ASSUMED); unknown names are dropped silently (research §2)."""
+    if raw is None:
         return None
-    return [f.strip() for f in raw.split(",") if f.strip()]
+    names = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(names, list):
+        raise ShotGridFault(103, "Request Parameters invalid.", source={"fields": "invalid"})
+    cleaned = [str(n).strip() for n in names if str(n).strip()]
+    return None if cleaned == ["*"] else cleaned
 
 
-def _candidates(site: Site, principal: Principal, kind: str, retired: bool) -> list[Any]:
-    if kind == "HumanUser":
-        return [u for u in site.directory.users if u.retired == retired]
-    return [] if retired else site.visible_projects(principal)
+def _sort_keys(raw: Any) -> list[tuple[str, bool]]:
+    """`sort=id,-created_at`: a leading `-` is descending (research §2's REST convention)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, str):
+        raise ShotGridFault(103, "Request Parameters invalid.", source={"sort": "invalid"})
+    return [(k.strip().lstrip("-"), k.strip().startswith("-")) for k in raw.split(",") if k.strip()]
 
 
-def _scalar(site: Site, item: HumanUser | Project, name: str) -> Any:
-    if name == "id":
-        return item.id
-    attributes, _ = (
-        _user_record(site, item) if isinstance(item, HumanUser) else _project_record(site, item)
-    )
-    if name not in attributes:
-        raise ShotGridFault(103, f"Invalid filter: unknown field '{name}'")  # ASSUMED
-    return attributes[name]
+def _page(number: Any, size: Any) -> tuple[int, int]:
+    try:
+        page, per_page = int(number), int(size)
+    except (TypeError, ValueError):
+        page, per_page = 0, 0
+    if per_page < 1:
+        # The recorded title and source of a live site (third-party probe, paging).
+        raise ShotGridFault(
+            103,
+            "Request Parameters invalid.",
+            source={"page": {"size": ["size must be greater than 0"]}},
+        )
+    if page < 1 or per_page > 500:
+        raise ShotGridFault(103, "Invalid paging parameters")  # ASSUMED
+    return page, per_page
+
+
+def _query_filter(kind: str, record: dict[str, Any], name: str, wanted: str) -> bool:
+    """`filter[field]=value`, an exact match (research §2)."""
+    if name not in record:
+        raise ShotGridFault(103, f"API read() {kind}.{name} doesn't exist.")
+    value = record[name]
+    if isinstance(value, dict):
+        return str(value.get("id")) == wanted
+    if isinstance(value, list):
+        return any(isinstance(v, dict) and str(v.get("id")) == wanted for v in value)
+    if isinstance(value, bool):
+        return str(value).lower() == wanted.lower()
+    return str(value) == wanted
 
 
 async def _enter_entity(
@@ -251,6 +266,37 @@ async def _enter_entity(
     return principal, kind
 
 
+def _listing(
+    site: Site,
+    principal: Principal,
+    kind: str,
+    *,
+    path: str,
+    retired: bool,
+    keep: Callable[[dict[str, Any]], bool],
+    sort: list[tuple[str, bool]],
+    page: tuple[int, int],
+    fields: list[str] | None,
+    link_params: list[tuple[str, str]],
+) -> Response:
+    found = [r for r in entities.records(site, principal, kind, retired=retired) if keep(r)]
+    entities.sort(found, kind, sort)
+    number, size = page
+    chunk = found[(number - 1) * size : number * size]
+    pairs = [(k, v) for k, v in link_params if k not in ("page[number]", "page[size]")]
+    pairs.append(("page[size]", str(size)))
+    return sg_json(
+        {
+            "data": [_render(kind, r, fields) for r in chunk],
+            "links": {
+                "self": f"{path}?{urlencode([*pairs, ('page[number]', str(number))])}",
+                # Real sites emit `next` even on an empty page (research §2).
+                "next": f"{path}?{urlencode([*pairs, ('page[number]', str(number + 1))])}",
+            },
+        }
+    )
+
+
 def entity_list(site: Site) -> Callable[[Request], Any]:
     async def read_all(request: Request) -> Response:
         entered = await _enter_entity(site, request, "")
@@ -258,37 +304,82 @@ def entity_list(site: Site) -> Callable[[Request], Any]:
             return entered
         principal, kind = entered
         query = request.query_params
-        retired = query.get("options[return_only]") == "retired"
+        filters = [
+            (m.group(1), v)
+            for k, v in query.multi_items()
+            if (m := re.fullmatch(r"filter\[(\w+)\]", k))
+        ]
         try:
-            items = _candidates(site, principal, kind, retired)
-            for key, value in query.multi_items():
-                match = re.fullmatch(r"filter\[(\w+)\]", key)
-                if match:
-                    items = [i for i in items if str(_scalar(site, i, match.group(1))) == value]
-            number = int(query.get("page[number]", "1"))
-            size = int(query.get("page[size]", "500"))
-            if number < 1 or not 1 <= size <= 500:
-                raise ValueError
+            for name, _ in filters:
+                if name not in entities.FIELDS[kind]:
+                    raise ShotGridFault(103, f"API read() {kind}.{name} doesn't exist.")
+            return _listing(
+                site,
+                principal,
+                kind,
+                path=request.url.path,
+                retired=query.get("options[return_only]") == "retired",
+                keep=lambda r: all(_query_filter(kind, r, n, v) for n, v in filters),
+                sort=_sort_keys(query.get("sort")),
+                page=_page(query.get("page[number]", "1"), query.get("page[size]", "500")),
+                fields=_field_list(query.get("fields")),
+                link_params=list(query.multi_items()),
+            )
         except ShotGridFault as fault:
             return rest_error(fault)
-        except ValueError:
-            return rest_error(ShotGridFault(103, "Invalid paging parameters"))
-        page = items[(number - 1) * size : number * size]
-        fields = _fields(request)
-        path = request.url.path
-        pairs = [(k, v) for k, v in query.multi_items() if k != "page[number]"]
-        return sg_json(
-            {
-                "data": [_render(site, i, fields) for i in page],
-                "links": {
-                    "self": f"{path}?{urlencode([*pairs, ('page[number]', number)])}",
-                    # Real sites emit `next` even on an empty page (research §2).
-                    "next": f"{path}?{urlencode([*pairs, ('page[number]', number + 1)])}",
-                },
-            }
-        )
 
     return read_all
+
+
+def entity_search(site: Site) -> Callable[[Request], Any]:
+    """`POST /entity/<type>/_search`: filters in the body, under one of ShotGrid's vendor
+    media types (research §2, §8.3); plain JSON is 415, as on a live site."""
+
+    async def search(request: Request) -> Response:
+        body = await request.body()
+        entered = await _enter_entity(site, request, ":search")
+        if isinstance(entered, Response):
+            return entered
+        principal, kind = entered
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        try:
+            if media not in (_ARRAY, _HASH):
+                raise ShotGridFault(
+                    103,
+                    f"Unsupported Content-Type '{media}'",
+                    status=415,
+                    source={"content_type": f"Content-Type must be one of: '{_ARRAY}', '{_HASH}'."},
+                )
+            try:
+                query = json.loads(body)
+            except ValueError as exc:
+                raise ShotGridFault(
+                    103, "Invalid JSON body", source={"body": getattr(exc, "msg", str(exc))}
+                ) from exc
+            if not isinstance(query, dict):
+                raise ShotGridFault(103, "Request Parameters invalid.", source={"body": "object"})
+            tree = entities.from_array(query.get("filters", []), hash_form=media == _HASH)
+            entities.validate(tree, kind)
+            paging = query.get("page") or {}
+            if not isinstance(paging, dict):
+                raise ShotGridFault(103, "Request Parameters invalid.", source={"page": "object"})
+            options = query.get("options") or {}
+            return _listing(
+                site,
+                principal,
+                kind,
+                path=request.url.path,
+                retired=isinstance(options, dict) and options.get("return_only") == "retired",
+                keep=lambda r: entities.matches(r, tree, kind),
+                sort=_sort_keys(query.get("sort")),
+                page=_page(paging.get("number", 1), paging.get("size", 500)),
+                fields=_field_list(query.get("fields")),
+                link_params=[],
+            )
+        except ShotGridFault as fault:
+            return rest_error(fault)
+
+    return search
 
 
 def entity_one(site: Site) -> Callable[[Request], Any]:
@@ -298,16 +389,18 @@ def entity_one(site: Site) -> Callable[[Request], Any]:
             return entered
         principal, kind = entered
         item_id: int = request.path_params["item_id"]
-        item: HumanUser | Project | None
-        if kind == "HumanUser":
-            item = site.directory.user_by_id(item_id)
-        else:
-            # ASSUMED: a project the user may not see answers like one that does not exist.
-            item = next((p for p in site.visible_projects(principal) if p.id == item_id), None)
-        if item is None:
+        # ASSUMED: a project the user may not see answers like one that does not exist.
+        found = [
+            r for r in entities.records(site, principal, kind, retired=False) if r["id"] == item_id
+        ]
+        if not found:
             return _not_found(detail=f"{kind}: {item_id} not found", code=104)
+        try:
+            fields = _field_list(request.query_params.get("fields"))
+        except ShotGridFault as fault:
+            return rest_error(fault)
         return sg_json(
-            {"data": _render(site, item, _fields(request)), "links": {"self": _link(kind, item_id)}}
+            {"data": _render(kind, found[0], fields), "links": {"self": _self(kind, item_id)}}
         )
 
     return read_one
@@ -325,7 +418,9 @@ def site_info(site: Site, api_version: str) -> Callable[[Request], Any]:
                     "shotgun_version": "v8.50.0.0 (build emul)",
                     "api_version": api_version,
                     "unified_login_flow_enabled": method in ("saml2", "oxygen"),
-                    "authentication_app_session_launcher_enabled": False,
+                    "authentication_app_session_launcher_enabled": (
+                        site.directory.app_session_launcher_enabled
+                    ),
                     "user_authentication_method": method,
                     "site_id": "1",
                     "site_name": site.directory.site_name,
@@ -353,6 +448,7 @@ def routes(site: Site) -> list[BaseRoute]:
             Route(f"{prefix}/auth/access_token", token_endpoint(site), methods=["POST"]),
             Route(prefix, site_info(site, api_version), methods=["GET"]),
             Route(f"{prefix}/entity/{{etype}}", entity_list(site), methods=["GET"]),
+            Route(f"{prefix}/entity/{{etype}}/_search", entity_search(site), methods=["POST"]),
             Route(f"{prefix}/entity/{{etype}}/{{item_id:int}}", entity_one(site), methods=["GET"]),
             Route(f"{prefix}/{{rest:path}}", not_found(site), methods=_ANY),
         ]
