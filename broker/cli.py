@@ -210,7 +210,7 @@ def _cmd_shotgrid_emulator(args: argparse.Namespace) -> int:
     import uvicorn
 
     from broker.listen import ListenError, listen_socket
-    from shotgrid_emulator import DirectoryError, ShotGridEmulator
+    from shotgrid_emulator import IDLE_KEEPALIVE_SECONDS, DirectoryError, ShotGridEmulator
 
     try:
         emulator = (
@@ -227,7 +227,9 @@ def _cmd_shotgrid_emulator(args: argparse.Namespace) -> int:
     bound_port = sock.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"ShotGrid emulator listening on http://{shown}:{bound_port}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(emulator.app, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(emulator.app, log_level="warning", timeout_keep_alive=IDLE_KEEPALIVE_SECONDS)
+    )
     server.run(sockets=[sock])
     return 0
 

@@ -106,7 +106,7 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
     from broker.http.protocol import BoundedHttpToolsProtocol
     from broker.listen import listen_socket
     from broker.settings import load_settings
-    from shotgrid_emulator import ShotGridEmulator
+    from shotgrid_emulator import IDLE_KEEPALIVE_SECONDS, ShotGridEmulator
 
     directory = Path(data_dir)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -120,7 +120,11 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
 
     async def main() -> None:
         servers = [
-            uvicorn.Server(uvicorn.Config(emulator.app, log_level="warning")),
+            uvicorn.Server(
+                uvicorn.Config(
+                    emulator.app, log_level="warning", timeout_keep_alive=IDLE_KEEPALIVE_SECONDS
+                )
+            ),
             # The same parser and request-head bound as `serve`.
             uvicorn.Server(uvicorn.Config(app, log_level="warning", http=BoundedHttpToolsProtocol)),
         ]

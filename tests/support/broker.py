@@ -17,7 +17,7 @@ from broker.app import create_app
 from broker.cli import SERVER_OPTIONS
 from broker.demo import DEMO_SCRIPT, demo_clients
 from broker.settings import Settings, load_settings
-from shotgrid_emulator import ShotGridEmulator
+from shotgrid_emulator import IDLE_KEEPALIVE_SECONDS, ShotGridEmulator
 from tests.support.clock import MovableClock
 from tests.support.servers import ServerThread, free_port
 
@@ -97,7 +97,7 @@ def broker_with_emulator(
     tmp_path: Path, clock: MovableClock, emulator: ShotGridEmulator | None = None, **overrides: Any
 ) -> Iterator[tuple[RunningBroker, ShotGridEmulator, ServerThread]]:
     emu = emulator or ShotGridEmulator.default(clock=clock)
-    site = ServerThread(emu.app).start()
+    site = ServerThread(emu.app, timeout_keep_alive=IDLE_KEEPALIVE_SECONDS).start()
     port = free_port()
     settings = broker_settings(tmp_path, site.url, port, **overrides)
     try:
