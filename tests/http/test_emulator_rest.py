@@ -452,3 +452,229 @@ def test_call_counters_and_faults(site: ServerThread, emulator: ShotGridEmulator
         password(site, "alice")
     emulator.faults.clear()
     assert password(site, "alice").status_code == 200
+
+
+# ---- site info, permission groups, the event log ----------------------------------------
+
+ARRAY = "application/vnd+shotgun.api3_array+json"
+HASH = "application/vnd+shotgun.api3_hash+json"
+
+
+def bearer(site: ServerThread) -> dict[str, str]:
+    return {"Authorization": f"Bearer {script(site).json()['access_token']}"}
+
+
+def test_site_info_reports_launcher_and_auth_method(
+    site: ServerThread, emulator: ShotGridEmulator
+) -> None:
+    data = httpx.get(site.url + "/api/v1").json()["data"]
+    assert data["authentication_app_session_launcher_enabled"] is True
+    assert data["user_authentication_method"] == "default"
+    emulator.set_app_session_launcher(False)
+    data = httpx.get(site.url + "/api/v1.1").json()["data"]
+    assert data["authentication_app_session_launcher_enabled"] is False
+
+
+def test_permission_group_is_a_relationship(site: ServerThread, emulator: ShotGridEmulator) -> None:
+    def group(user_id: int) -> dict[str, Any]:
+        r = httpx.get(
+            f"{site.url}/api/v1/entity/human_users/{user_id}",
+            params={"fields": "login,permission_rule_set"},
+            headers=bearer(site),
+        )
+        data = r.json()["data"]
+        assert "permission_rule_set" not in data["attributes"]
+        return data["relationships"]["permission_rule_set"]  # type: ignore[no-any-return]
+
+    frank = group(106)
+    assert frank["data"] == {"id": 5, "name": "Admin", "type": "PermissionRuleSet"}
+    assert frank["links"] == {
+        "self": "/api/v1/entity/human_users/106/relationships/permission_rule_set",
+        "related": "/api/v1/entity/permission_rule_sets/5",
+    }
+    assert group(101)["data"] == {"id": 8, "name": "Artist", "type": "PermissionRuleSet"}
+    emulator.set_permission_group("alice", "Admin")
+    assert group(101)["data"]["name"] == "Admin"
+
+
+def test_admin_route_sets_the_permission_group() -> None:
+    emu = ShotGridEmulator.default(admin_routes=True)
+    with serve(emu.app) as srv:
+        url = srv.url + "/_emulator/users/{}/permission_group"
+        assert httpx.post(url.format("bob"), json={"group": "Admin"}).status_code == 204
+        assert httpx.post(url.format("bob"), json={"group": "Admn"}).status_code == 400
+        assert httpx.post(url.format("bob"), json={}).status_code == 400
+        assert httpx.post(url.format("nobody"), json={"group": "Admin"}).status_code == 404
+    assert emu.directory.user("bob").permission_rule_set == "Admin"  # type: ignore[union-attr]
+    (event,) = emu.events
+    assert event.attribute_name == "permission_rule_set"
+
+
+def changes(emulator: ShotGridEmulator) -> None:
+    """Four events: 1 bob off, 2 alice to Admin, 3 bob on, 4 erin off."""
+    emulator.set_active("bob", False)
+    emulator.set_permission_group("alice", "Admin")
+    emulator.set_active("bob", True)
+    emulator.set_active("erin", False)
+
+
+def search(site: ServerThread, body: dict[str, Any], ctype: str = ARRAY) -> httpx.Response:
+    return httpx.post(
+        site.url + "/api/v1/entity/event_log_entries/_search",
+        content=json.dumps(body),
+        headers={**bearer(site), "Content-Type": ctype},
+    )
+
+
+def ids(r: httpx.Response) -> list[int]:
+    assert r.status_code == 200, r.text
+    return [row["id"] for row in r.json()["data"]]
+
+
+def test_event_log_row_over_rest(
+    site: ServerThread, emulator: ShotGridEmulator, clock: MovableClock
+) -> None:
+    emulator.set_active("dave", False)
+    r = search(site, {"filters": [], "fields": ["event_type", "attribute_name", "entity", "meta"]})
+    (row,) = r.json()["data"]
+    assert row["type"] == "EventLogEntry" and row["id"] == 1
+    assert row["links"] == {"self": "/api/v1/entity/event_log_entries/1"}
+    assert row["attributes"]["event_type"] == "Shotgun_HumanUser_Change"
+    assert row["attributes"]["attribute_name"] == "sg_status_list"
+    meta = row["attributes"]["meta"]
+    assert (meta["type"], meta["entity_id"], meta["old_value"], meta["new_value"]) == (
+        "attribute_change",
+        104,
+        "act",
+        "dis",
+    )
+    assert row["relationships"]["entity"]["data"] == {
+        "id": 104,
+        "name": "Dave Director",
+        "type": "HumanUser",
+    }
+    r = httpx.get(
+        site.url + "/api/v1/entity/event_log_entries/1",
+        params={"fields": "created_at,user"},
+        headers=bearer(site),
+    )
+    data = r.json()["data"]
+    assert data["attributes"] == {"created_at": clock.now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert data["relationships"]["user"]["data"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "expected"),
+    [
+        ({"filters": [["id", "greater_than", 2]]}, ARRAY, [3, 4]),
+        ({"filters": [["id", "greater_than", 1]], "sort": "-id"}, ARRAY, [4, 3, 2]),
+        ({"filters": [["attribute_name", "in", ["sg_status_list"]]]}, ARRAY, [1, 3, 4]),
+        ({"filters": [["event_type", "is", "Shotgun_HumanUser_Change"]]}, ARRAY, [1, 2, 3, 4]),
+        ({"filters": [["event_type", "in", ["Shotgun_Shot_Change"]]]}, ARRAY, []),
+        ({"filters": [["entity", "is", {"type": "HumanUser", "id": 102}]]}, ARRAY, [1, 3]),
+        ({"filters": [], "sort": "-id", "page": {"size": 2, "number": 2}}, ARRAY, [2, 1]),
+        ({"filters": [], "sort": "meta"}, ARRAY, [1, 2, 3, 4]),  # unsortable: id order
+        (
+            {
+                "filters": {
+                    "logical_operator": "or",
+                    "conditions": [["id", "is", 1], ["id", "is", 4]],
+                }
+            },
+            HASH,
+            [1, 4],
+        ),
+    ],
+)
+def test_event_log_search(
+    site: ServerThread,
+    emulator: ShotGridEmulator,
+    body: dict[str, Any],
+    ctype: str,
+    expected: list[int],
+) -> None:
+    changes(emulator)
+    assert ids(search(site, body, ctype)) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "title"),
+    [
+        ({"filters": []}, "application/json", 415, "Unsupported Content-Type 'application/json'"),
+        (
+            {"filters": [["meta", "is", None]]},
+            ARRAY,
+            400,
+            "API read() EventLogEntry.meta's 'serializable' data type cannot be used in a filter.",
+        ),
+        (
+            {"filters": [["bogus", "is", 1]]},
+            ARRAY,
+            400,
+            "API read() EventLogEntry.bogus doesn't exist.",
+        ),
+        ({"filters": [["id", "is", 1]]}, HASH, 400, "Query is not an Hash: [['id', 'is', 1]]"),
+        ({"filters": [], "page": {"size": 0}}, ARRAY, 400, "Request Parameters invalid."),
+    ],
+)
+def test_event_log_search_errors(
+    site: ServerThread, body: dict[str, Any], ctype: str, status: int, title: str
+) -> None:
+    assert_error(search(site, body, ctype), status, 103, title)
+
+
+def test_event_log_search_needs_a_bearer(site: ServerThread) -> None:
+    r = httpx.post(
+        site.url + "/api/v1/entity/event_log_entries/_search",
+        content=b'{"filters": []}',
+        headers={"Content-Type": ARRAY},
+    )
+    assert_error(r, 401, 102, "Unauthorized")
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"sort": "id"}, [1, 2, 3, 4]),
+        ({"sort": "-id"}, [4, 3, 2, 1]),
+        ({"sort": "-id", "page[size]": "3"}, [4, 3, 2]),
+        ({"sort": "-id", "page[size]": "3", "page[number]": "2"}, [1]),
+        ({"sort": "id", "page[size]": "3", "page[number]": "3"}, []),
+        ({"filter[attribute_name]": "permission_rule_set"}, [2]),
+    ],
+)
+def test_event_log_get_sort_and_pages(
+    site: ServerThread, emulator: ShotGridEmulator, params: dict[str, str], expected: list[int]
+) -> None:
+    changes(emulator)
+    r = httpx.get(
+        site.url + "/api/v1/entity/event_log_entries",
+        params={**params, "fields": "event_type"},
+        headers=bearer(site),
+    )
+    assert ids(r) == expected
+    body = r.json()
+    for row in body["data"]:
+        assert set(row["attributes"]) == {"event_type"}
+    assert "page%5Bnumber%5D=" in body["links"]["next"]  # emitted even on an empty page
+
+
+def test_human_users_search(site: ServerThread) -> None:
+    r = httpx.post(
+        site.url + "/api/v1/entity/human_users/_search",
+        content=json.dumps({"filters": [["login", "is", "frank"]], "fields": "login,name"}),
+        headers={**bearer(site), "Content-Type": ARRAY},
+    )
+    (row,) = r.json()["data"]
+    assert row["id"] == 106
+    assert row["attributes"] == {"login": "frank", "name": "Frank Admin"}
+    assert row["relationships"] == {}
+
+
+def test_unknown_query_filter_field_is_400(site: ServerThread) -> None:
+    r = httpx.get(
+        site.url + "/api/v1/entity/human_users",
+        params={"filter[bogus]": "x"},
+        headers=bearer(site),
+    )
+    assert_error(r, 400, 103, "API read() HumanUser.bogus doesn't exist.")

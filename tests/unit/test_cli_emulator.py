@@ -38,6 +38,16 @@ def test_help() -> None:
         ('[[users]]\nid = 1\nlogin = "x"\nprojects = [9]\n', "unknown project 9"),
         ('[[users]]\nid = 1\nlogin = "x"\n[[users]]\nid = 2\nlogin = "x"\n', "duplicate"),
         ('[site]\nuser_authentication_method = "magic"\n', "user_authentication_method"),
+        (
+            '[site]\nauthentication_app_session_launcher_enabled = "yes"\n',
+            "authentication_app_session_launcher_enabled must be of type bool",
+        ),
+        ('[[users]]\nid = 1\nlogin = "x"\ntotp_secret = "JBSWY3DP"\n', "needs two_factor"),
+        (
+            '[[users]]\nid = 1\nlogin = "x"\ntwo_factor = true\ntotp_secret = "not base32!"\n',
+            "totp_secret: TOTP secret is not base32",
+        ),
+        ('[[users]]\nid = 1\nlogin = "x"\npermission_rule_set = ""\n', "must not be empty"),
     ],
 )
 def test_bad_users_file_is_one_line_and_nonzero(
@@ -60,6 +70,7 @@ def test_users_file_loads(tmp_path: Path) -> None:
         """
 [site]
 user_authentication_method = "saml2"
+authentication_app_session_launcher_enabled = true
 
 [[projects]]
 id = 1
@@ -71,6 +82,14 @@ login = "zed"
 password = "zed-pw"
 projects = [1]
 may_sudo = true
+two_factor = true
+totp_secret = "JBSWY3DPEHPK3PXPJBSWY3DPEH"
+permission_rule_set = "Supervisor"
+
+[[users]]
+id = 11
+login = "yan"
+permission_rule_set = "Admin"
 
 [[scripts]]
 id = 20
@@ -85,6 +104,38 @@ key = "svc-key"
     assert directory.check_password("zed", "nope") is None
     assert "zed-pw" not in repr(directory)
     assert directory.user_authentication_method == "saml2"
+    assert directory.app_session_launcher_enabled is True
+    assert zed.two_factor and zed.totp_secret == "JBSWY3DPEHPK3PXPJBSWY3DPEH"
+    assert "JBSWY3DPEHPK3PXPJBSWY3DPEH" not in repr(directory)
+    # A custom group gets an id of its own next to the stock ones.
+    assert directory.permission_rule_sets["Supervisor"] not in {5, 7, 8}
+    assert directory.user("yan").permission_rule_set == "Admin"  # type: ignore[union-attr]
+
+
+def test_users_file_defaults_keep_the_launcher_off(tmp_path: Path) -> None:
+    path = tmp_path / "users.toml"
+    path.write_text('[[users]]\nid = 1\nlogin = "x"\n')
+    directory = Directory.from_toml_file(path)
+    assert directory.app_session_launcher_enabled is False
+    assert directory.users[0].permission_rule_set == "Artist"
+
+
+def test_demo_directory_matches_the_contract() -> None:
+    demo = Directory.demo()
+    assert demo.app_session_launcher_enabled is True
+    assert [(u.login, u.id, u.permission_rule_set) for u in demo.users] == [
+        ("alice", 101, "Artist"),
+        ("bob", 102, "Artist"),
+        ("carol", 103, "Artist"),
+        ("dave", 104, "Artist"),
+        ("erin", 105, "Artist"),
+        ("frank", 106, "Admin"),
+    ]
+    frank = demo.check_password("frank", "frank-pw")
+    assert frank is not None and frank.active and frank.projects == [201, 202, 203]
+    assert (frank.email, frank.name) == ("frank@example.com", "Frank Admin")
+    dave = demo.user("dave")
+    assert dave is not None and dave.two_factor and dave.totp_secret == "JBSWY3DPEHPK3PXP"
 
 
 def test_mapping_rejects_bool_as_id() -> None:
