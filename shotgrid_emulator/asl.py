@@ -283,12 +283,14 @@ def _form(
         f'<label>Login <input name="username" value="{esc(username)}" '
         'autocomplete="username"></label>'
     )
+    # On the code step the password was already right: it may be left empty (or typed
+    # again), and it is never echoed back.
+    hint = " (checked: leave empty)" if step_token else ""
     parts.append(
-        '<label>Password <input type="password" name="password" '
+        f'<label>Password{hint} <input type="password" name="password" '
         'autocomplete="current-password"></label>'
     )
     if step_token:
-        # The password was right: the code step may leave it empty.
         parts.append(
             '<label>Two-factor code <input name="code" inputmode="numeric" '
             'autocomplete="one-time-code" autofocus></label>'
