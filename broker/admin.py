@@ -5,76 +5,72 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from broker.core import Broker
+from broker.clock import system_clock
+from broker.components import key_manager, sealer_for
+from broker.grants.registry import CONFIDENTIAL_ONLY, GRANT_TYPES
 from broker.settings import Settings
 from broker.store import ClientRecord, Store, open_store
+from broker.tokens.keys import KeyManager, KeyRefused
 from broker.tokens.secrets import hash_client_secret
 
-KNOWN_GRANTS = (
-    "password",
-    "refresh_token",
-    "authorization_code",
-    "client_credentials",
-    "urn:ietf:params:oauth:grant-type:token-exchange",
-)
+KNOWN_GRANTS = GRANT_TYPES
 
 
 class AdminError(Exception):
     """An operator mistake, shown as one line."""
 
 
-def open_broker(settings: Settings) -> Broker:
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """What the key and client commands work on: the store and its keys (never ShotGrid)."""
+
+    settings: Settings
+    store: Store
+    keys: KeyManager
+
+
+def open_admin(settings: Settings) -> Admin:
     problems = [p for p in settings.production_problems() if "STORE_URL" in p or "SECRET_KEY" in p]
     if problems:
         raise AdminError("; ".join(problems))
     assert settings.store_url is not None
     store = open_store(settings.store_url)
-    # Key commands never talk to ShotGrid; issuer only labels tokens, unused here.
-    broker = Broker(
-        settings.model_copy(update={"issuer": settings.issuer or "http://127.0.0.1"}),
-        store,
-        upstream=None,
-    )
-    return broker
+    keys = key_manager(settings, store, sealer_for(settings), system_clock)
+    return Admin(settings, store, keys)
 
 
-def key_rows(broker: Broker) -> list[tuple[str, str, str, str]]:
+def key_rows(admin: Admin) -> list[tuple[str, str, str, str]]:
     return [
         (r.kid, r.alg, r.state.value, r.created_at.isoformat(timespec="seconds"))
-        for r in broker.keys.records()
+        for r in admin.keys.records()
         if r.use == "sig"
     ]
 
 
-def rotate_keys(broker: Broker) -> tuple[list[tuple[str, str]], list[str]]:
+def rotate_keys(admin: Admin) -> tuple[list[tuple[str, str]], list[str]]:
     """Rotate every algorithm; also return warnings for next keys promoted before they
     were published for a whole JWKS cache period (validators holding a cached JWKS may
     then refuse new tokens until they refetch, which well-behaved ones do on a new kid)."""
-    broker.keys.ensure_keys()
-    now = broker.now()
-    lead = broker.settings.jwks_max_age
-    warnings = []
-    for record in broker.keys.records():
-        if record.use == "sig" and record.state.value == "next":
-            age = (now - record.created_at).total_seconds()
-            if age < lead:
-                warnings.append(
-                    f"next key {record.kid} was published {int(age)} s ago, less than the "
-                    f"JWKS cache period ({lead} s)"
-                )
-    return [broker.keys.rotate(alg) for alg in broker.keys.algs], warnings
+    keys = admin.keys
+    keys.ensure_keys()
+    lead = int(keys.publish_lead.total_seconds())
+    warnings = [
+        f"next key {kid} was published {age} s ago, less than the JWKS cache period ({lead} s)"
+        for kid, age in keys.young_next_keys()
+    ]
+    try:
+        return [keys.rotate(alg) for alg in keys.algs], warnings
+    except KeyRefused as exc:
+        raise AdminError(str(exc)) from None
 
 
-def retire_key(broker: Broker, kid: str) -> None:
-    records = {r.kid: r for r in broker.keys.records() if r.use == "sig"}
-    if kid not in records:
-        raise AdminError(f"no signing key with kid {kid!r}")
-    target = records[kid]
-    if target.state.value == "current":
-        raise AdminError(f"key {kid} is signing; run `token-broker keys rotate` first")
-    broker.keys.retire(kid)
+def retire_key(admin: Admin, kid: str) -> None:
+    try:
+        admin.keys.retire(kid)
+    except KeyRefused as exc:
+        raise AdminError(str(exc)) from None
 
 
 def add_client(
@@ -104,7 +100,7 @@ def add_client(
         raise AdminError(f"unknown grant type {unknown[0]!r}; known: {', '.join(KNOWN_GRANTS)}")
     if not grants:
         raise AdminError("give at least one --grant")
-    if not confidential and any(g in ("client_credentials", KNOWN_GRANTS[-1]) for g in grants):
+    if not confidential and any(g in CONFIDENTIAL_ONLY for g in grants):
         raise AdminError("client_credentials and token exchange need a confidential client")
     if "authorization_code" in grants and not redirect_uris:
         raise AdminError("authorization_code needs at least one --redirect-uri")
@@ -154,9 +150,7 @@ def update_client(
         if not grants:
             raise AdminError("give at least one --grant")
         record = replace(record, grant_types=tuple(grants))
-    if record.public and any(
-        g in ("client_credentials", KNOWN_GRANTS[-1]) for g in record.grant_types
-    ):
+    if record.public and any(g in CONFIDENTIAL_ONLY for g in record.grant_types):
         raise AdminError("client_credentials and token exchange need a confidential client")
     if record.public and may_introspect:
         raise AdminError("only confidential clients may introspect")

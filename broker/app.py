@@ -1,5 +1,6 @@
 """`create_app(settings)`: the Starlette application. The lifespan opens the store, the
-upstream client and the keys, and runs housekeeping (GC, scheduled key rotation)."""
+upstream client and the keys (`broker.components`), and runs housekeeping (GC, scheduled
+key rotation)."""
 
 from __future__ import annotations
 
@@ -9,31 +10,27 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
-from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
-from broker.core import Broker, system_clock
+from broker.clock import system_clock
+from broker.components import Components, build_components
 from broker.endpoints.introspection import BrokerIntrospectionEndpoint
 from broker.endpoints.revocation import BrokerRevocationEndpoint
-from broker.grants.authorization_code import AuthorizationCodeGrant
-from broker.grants.client_credentials import ClientCredentialsGrant
-from broker.grants.password import PasswordGrant
-from broker.grants.refresh_token import RefreshTokenGrant
-from broker.grants.token_exchange import TokenExchangeGrant
+from broker.grants.registry import GRANTS
 from broker.http.browser import browser_routes
 from broker.http.cors import CorsMiddleware
 from broker.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from broker.http.ops import ops_routes
 from broker.http.routes import routes
 from broker.http.services import routes as service_routes
-from broker.http.threads import make_executor
+from broker.http.threads import make_executor, run_on
 from broker.logs import configure_logging, register_secret
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
 from broker.store import ClientRecord, Store, StoreError, StoreUnavailable, open_store
+from broker.upstream import Upstream
 from broker.upstream.probe import UpstreamProbe
 from broker.upstream.resilience import CircuitBreaker, ResilientTransport
 
@@ -42,13 +39,8 @@ log = logging.getLogger("broker.app")
 HOUSEKEEPING_INTERVAL = 60.0
 
 
-def build_server(broker: Broker) -> BrokerAuthorizationServer:
-    server = BrokerAuthorizationServer(broker)
-    server.register_grant(PasswordGrant)
-    server.register_grant(RefreshTokenGrant)
-    server.register_grant(AuthorizationCodeGrant)
-    server.register_grant(ClientCredentialsGrant)
-    server.register_grant(TokenExchangeGrant)
+def build_server(parts: Components) -> BrokerAuthorizationServer:
+    server = BrokerAuthorizationServer(parts, GRANTS)
     server.register_endpoint(BrokerRevocationEndpoint)
     server.register_endpoint(BrokerIntrospectionEndpoint)
     return server
@@ -64,7 +56,7 @@ def make_upstream(
     settings: Settings,
     clock: Callable[[], datetime] = system_clock,
     breaker: CircuitBreaker | None = None,
-) -> Any:
+) -> Upstream:
     """The ShotGrid client over the resilient, instrumented transport (breaker, retries of
     idempotent reads, metrics): see broker/upstream/resilience.py."""
     import httpx
@@ -73,9 +65,7 @@ def make_upstream(
 
     assert settings.shotgrid_url is not None
     transport = ResilientTransport(
-        httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)
-        ),
+        httpx.HTTPTransport(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)),
         breaker=breaker or make_breaker(settings, clock),
         retries=settings.upstream_retries,
         backoff=settings.upstream_retry_backoff,
@@ -95,21 +85,28 @@ def make_upstream(
     )
 
 
-def _housekeeping(broker: Broker) -> None:
+def _housekeeping(parts: Components) -> None:
     try:
-        broker.keys.rotate_if_due()
-        removed = broker.store.gc(broker.now())
+        parts.keys.rotate_if_due()
+        removed = parts.store.gc(parts.now())
         if removed:
             log.info("garbage-collected %d expired records", removed)
     except StoreError as exc:
         log.warning("housekeeping skipped: %s", exc.__class__.__name__)
 
 
+def _start(parts: Components, seed_clients: list[ClientRecord]) -> None:
+    parts.start()
+    for client in seed_clients:
+        if parts.store.get_client(client.client_id) is None:
+            parts.store.put_client(client)
+
+
 def create_app(
     settings: Settings,
     *,
     store: Store | None = None,
-    upstream: Any = None,
+    upstream: Upstream | None = None,
     clock: Callable[[], datetime] = system_clock,
     seed_clients: Iterable[ClientRecord] = (),
     housekeeping: bool = True,
@@ -136,24 +133,21 @@ def create_app(
             if settings.shotgrid_url
             else None
         )
-        broker = Broker(settings, the_store, the_upstream, clock=clock)
+        parts = build_components(settings, the_store, the_upstream, clock=clock)
         app.state.executor = make_executor()
         try:
-            await run_in_threadpool(broker.start)
-            for client in seed_clients:
-                if await run_in_threadpool(the_store.get_client, client.client_id) is None:
-                    await run_in_threadpool(the_store.put_client, client)
+            await run_on(app.state, _start, parts, list(seed_clients))
         except StoreUnavailable:
             # Start anyway: /readyz says 503 and /token answers temporarily_unavailable
             # until the store answers; keys load on first use.
             log.warning("store unreachable at start-up; serving 503 until it answers")
-        app.state.broker = broker
-        app.state.oauth_server = build_server(broker)
+        app.state.components = parts
+        app.state.oauth_server = build_server(parts)
 
         async def loop() -> None:
             while True:
                 await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-                await run_in_threadpool(_housekeeping, broker)
+                await run_on(app.state, _housekeeping, parts)
 
         task = asyncio.create_task(loop()) if housekeeping else None
         try:
@@ -167,9 +161,9 @@ def create_app(
             # shutdown timeout passed), so no request loses its store or upstream midway.
             if app.state.upstream_probe is not None:
                 await app.state.upstream_probe.aclose()
-            if upstream is None and hasattr(the_upstream, "aclose"):
-                await the_upstream.aclose()
             app.state.executor.shutdown(wait=True)
+            if upstream is None:
+                the_upstream.close()
             if own_store:
                 the_store.close()
 

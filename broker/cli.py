@@ -16,7 +16,7 @@ from broker.http.protocol import BoundedHttpToolsProtocol
 from broker.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from broker.core import Broker
+    from broker.admin import Admin
 
 CONFIG_ENV = "TOKEN_BROKER_CONFIG"
 GRACEFUL_SHUTDOWN_SECONDS = 30
@@ -34,12 +34,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise CommandError(str(exc)) from None
 
 
-def _admin_broker(args: argparse.Namespace) -> Broker:
-    from broker.admin import AdminError, open_broker
+def _admin_broker(args: argparse.Namespace) -> Admin:
+    from broker.admin import AdminError, open_admin
     from broker.store import StoreError
 
     try:
-        return open_broker(_settings(args))
+        return open_admin(_settings(args))
     except (AdminError, StoreError) as exc:
         raise CommandError(str(exc)) from None
 
@@ -111,10 +111,13 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from broker.admin import rotate_keys
+    from broker.admin import AdminError, rotate_keys
 
     broker = _admin_broker(args)
-    rotated, warnings = rotate_keys(broker)
+    try:
+        rotated, warnings = rotate_keys(broker)
+    except AdminError as exc:
+        raise CommandError(str(exc)) from None
     for warning in warnings:
         print(f"token-broker: warning: {warning}", file=sys.stderr)
     for current, nxt in rotated:

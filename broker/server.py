@@ -2,10 +2,11 @@
 and Django (see ../shared/research/authlib.md §1).
 
 The HTTP layer reads the body asynchronously and hands over a fully materialised
-`BrokerRequest`; Authlib then runs synchronously in the threadpool. `handle_response`
-returns a plain `(status, body, headers)` triple that `broker/http` renders, so nothing here
-imports Starlette. Store and upstream outages raised inside Authlib callbacks become 503
-`temporarily_unavailable` here, in one place.
+`BrokerRequest`; Authlib then runs synchronously on a worker thread (the request's one hop
+off the event loop). The grants it dispatches to come from `broker/grants/registry.py`.
+`handle_response` returns a plain `(status, body, headers)` triple that `broker/http`
+renders, so nothing here imports Starlette. Store and upstream outages raised inside
+Authlib callbacks become 503 `temporarily_unavailable` here, in one place.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError
 from authlib.oauth2.rfc6749.requests import OAuth2Payload
 
-from broker.core import Broker
+from broker.components import Components
 from broker.errors import TemporarilyUnavailableError
+from broker.grants import GrantSpec
 from broker.store import ClientRecord, StoreUnavailable
 from broker.tokens.secrets import check_client_secret
 from broker.upstream import UpstreamUnavailable
@@ -79,7 +81,6 @@ class BrokerRequest(OAuth2Request):  # type: ignore[misc]
         self._args = _MultiDict(query)
         self.payload = _Payload([*query, *form])
         self.client_ip = client_ip
-        self.extra: dict[str, Any] = {}
 
     @property
     def args(self) -> _MultiDict:
@@ -142,10 +143,12 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     """Registry changes (clients add/remove, from any process) apply within this delay;
     in exchange every token request skips a store read."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, components: Components, grants: Sequence[GrantSpec] = ()) -> None:
         super().__init__(scopes_supported=SCOPES_SUPPORTED)
-        self.broker = broker
+        self.components = components
         self._clients: dict[str, tuple[float, ClientRecord | None]] = {}
+        for spec in grants:
+            self.register_grant(spec.handler)
 
     def query_client(self, client_id: str) -> OAuthClient | None:
         if not client_id or len(client_id) > 200:
@@ -155,17 +158,20 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         if cached is not None and now - cached[0] < self.CLIENT_CACHE_SECONDS:
             record = cached[1]
         else:
-            record = self.broker.store.get_client(client_id)
+            record = self.components.store.get_client(client_id)
             if len(self._clients) > 1000:  # unknown ids must not grow it without bound
                 self._clients.clear()
             self._clients[client_id] = (now, record)
         return OAuthClient(record) if record else None
 
-    def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
+    def authenticate_client(
+        self, request: BrokerRequest, methods: list[str], endpoint: str = "token"
+    ) -> OAuthClient:
         """Authlib's refusal reads "cannot authenticate with methods: ['client_secret_basic',
         ...]" (a Python list); clients show error_description to people, so say it plainly."""
         try:
-            return super().authenticate_client(request, methods, endpoint)
+            client: OAuthClient = super().authenticate_client(request, methods, endpoint)
+            return client
         except InvalidClientError as exc:
             if (exc.description or "").startswith("The client cannot authenticate"):
                 exc.description = client_auth_refusal(methods)
@@ -185,7 +191,7 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         """Authlib calls this on every client authentication; nothing to do yet."""
 
-    def _guarded(self, func: Any, *args: Any) -> Response:
+    def _guarded(self, func: Callable[..., Response], *args: Any) -> Response:
         request = args[-1]
         try:
             result: Response = func(*args)
@@ -203,10 +209,10 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             )
             return self.handle_error_response(request, err)  # type: ignore[no-any-return]
 
-    def create_token_response(self, request: Any = None) -> Response:
+    def create_token_response(self, request: BrokerRequest | None = None) -> Response:
         return self._guarded(super().create_token_response, request)
 
-    def create_endpoint_response(self, name: str, request: Any = None) -> Response:
+    def create_endpoint_response(self, name: str, request: BrokerRequest | None = None) -> Response:
         return self._guarded(super().create_endpoint_response, name, request)
 
     def error_response(self, error: OAuth2Error) -> Response:

@@ -9,14 +9,13 @@ like a known one, so the throttle reveals nothing about which accounts exist.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
 
+from broker.clock import Clock, now_ms
 from broker.errors import TooManyRequestsError
+from broker.settings import Settings
+from broker.store import CounterStore
 from broker.tokens.secrets import sha256_b64
-
-if TYPE_CHECKING:
-    from broker.core import Broker
 
 
 def _user_key(username: str) -> str:
@@ -40,13 +39,15 @@ def message(retry_after: int) -> str:
 class LoginThrottle:
     """Synchronous (store calls): use it from the threadpool."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.store = broker.store
-        self.now = broker.now
-        settings = broker.settings
+    def __init__(self, store: CounterStore, settings: Settings, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
         self.window = timedelta(seconds=settings.login_failure_window)
         self.max_user = settings.login_max_failures_per_user
         self.max_ip = settings.login_max_failures_per_ip
+
+    def now(self) -> datetime:
+        return now_ms(self.clock)
 
     def check(self, username: str, ip: str | None) -> None:
         """Raise TooManyRequestsError (429, Retry-After) when either counter is full."""

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.grants.registry import GRANT_TYPES, GRANTS, auth_methods
 from broker.server import SCOPES_SUPPORTED
-
-GRANT_TYPES = ["authorization_code", "password", "refresh_token"]
-GRANT_TYPES += ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
 
 
 def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
@@ -35,11 +33,7 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "grant_types_supported": list(GRANT_TYPES),
-        "token_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-            "none",
-        ],
+        "token_endpoint_auth_methods_supported": auth_methods(),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "access_token_signing_alg_values_supported": algs,
@@ -60,6 +54,8 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
         ],
         "service_documentation": f"{issuer}/openapi.yaml",
     }
+    for spec in GRANTS:
+        doc.update({name: f"{issuer}{path}" for name, path in spec.metadata})
     doc.update(service_endpoints(issuer, signing_alg))
     if not openid:
         for key in (

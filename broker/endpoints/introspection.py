@@ -17,16 +17,18 @@ response object under `token_introspection`.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, UnauthorizedClientError
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
+from broker.components import Components
 from broker.endpoints.revocation import REFRESH, authenticate_401, lookup_order
+from broker.server import BrokerRequest
 from broker.tokens.access import InactiveToken, validate_access_token
 from broker.tokens.claims import epoch
 from broker.tokens.refresh import load_refresh_token
+from broker.tokens.rotation import chain_problem
 
 JWT_RESPONSE_TYPE = "application/token-introspection+jwt"
 JWT_RESPONSE_TYP = "token-introspection+jwt"
@@ -42,19 +44,19 @@ def wants_jwt(accept: str | None) -> bool:
     return JWT_RESPONSE_TYPE in types
 
 
-def introspect(broker: Any, token: str, hint: str | None) -> dict[str, Any]:
+def introspect(parts: Components, token: str, hint: str | None) -> dict[str, Any]:
     """The RFC 7662 §2.2 response object for any string."""
     for kind in lookup_order(hint):
-        found = _refresh(broker, token) if kind == REFRESH else _access(broker, token)
+        found = _refresh(parts, token) if kind == REFRESH else _access(parts, token)
         if found is not None:
             return found
     return dict(INACTIVE)
 
 
-def _access(broker: Any, token: str) -> dict[str, Any] | None:
+def _access(parts: Components, token: str) -> dict[str, Any] | None:
     """Claims of an active access token; None when the string is not one at all."""
     try:
-        claims = validate_access_token(broker, token)
+        claims = validate_access_token(parts.keys, parts.store, parts.issuer, parts.now(), token)
     except InactiveToken:
         return None
     body: dict[str, Any] = {"active": True, **claims, "token_type": "Bearer"}
@@ -63,20 +65,16 @@ def _access(broker: Any, token: str) -> dict[str, Any] | None:
     return body
 
 
-def _refresh(broker: Any, token: str) -> dict[str, Any] | None:
-    found = load_refresh_token(broker, token)
+def _refresh(parts: Components, token: str) -> dict[str, Any] | None:
+    found = load_refresh_token(parts.keys, parts.store, parts.issuer, token)
     if found is None:
         return None
     record, family, session = found
-    now = broker.now()
-    if record.expires_at <= now:
+    now = parts.now()
+    if chain_problem(found, now) is not None:
         return None
-    grace = timedelta(seconds=broker.settings.refresh_reuse_grace)
+    grace = parts.sessions.lifetimes.reuse_grace
     if record.used_at is not None and now - record.used_at > grace:
-        return None
-    if family.revoked or family.expires_at <= now:
-        return None
-    if session.revoked or session.expires_at <= now:
         return None
     return {
         "active": True,
@@ -84,8 +82,8 @@ def _refresh(broker: Any, token: str) -> dict[str, Any] | None:
         "client_id": family.client_id,
         "username": session.login,
         "sub": str(session.user_id),
-        "aud": broker.issuer,
-        "iss": broker.issuer,
+        "aud": parts.issuer,
+        "iss": parts.issuer,
         "jti": record.jti,
         "iat": epoch(record.issued_at),
         "exp": epoch(record.expires_at),
@@ -97,24 +95,26 @@ def _refresh(broker: Any, token: str) -> dict[str, Any] | None:
 class BrokerIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
-    def create_endpoint_response(self, request: Any) -> tuple[int, Any, list[tuple[str, str]]]:
+    def create_endpoint_response(
+        self, request: BrokerRequest
+    ) -> tuple[int, Any, list[tuple[str, str]]]:
         request.client = client = authenticate_401(self, request)
         if client.record.public or not client.record.may_introspect:
             raise UnauthorizedClientError("This client may not introspect tokens.")
         token = request.form.get("token")
         if token is None:
             raise InvalidRequestError("Missing 'token'.")
-        broker = self.server.broker
-        body = introspect(broker, token, request.form.get("token_type_hint"))
+        parts: Components = self.server.components
+        body = introspect(parts, token, request.form.get("token_type_hint"))
         if not wants_jwt(request.headers.get("Accept")):
             return 200, body, [("Content-Type", "application/json"), *HEADERS]
         claims = {
-            "iss": broker.issuer,
+            "iss": parts.issuer,
             "aud": client.client_id,
-            "iat": epoch(broker.now()),
+            "iat": epoch(parts.now()),
             "token_introspection": body,
         }
-        signed = broker.keys.sign(claims, JWT_RESPONSE_TYP)
+        signed = parts.keys.sign(claims, JWT_RESPONSE_TYP)
         return 200, signed, [("Content-Type", JWT_RESPONSE_TYPE), *HEADERS]
 
     # Authlib's abstract hooks: unused, `create_endpoint_response` does the whole job.

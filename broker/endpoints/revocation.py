@@ -22,8 +22,10 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 
+from broker.components import Components
 from broker.errors import UnsupportedTokenTypeError
 from broker.events import audit
+from broker.server import BrokerRequest, OAuthClient
 from broker.tokens.claims import ACCESS_TOKEN_TYP
 from broker.tokens.refresh import load_refresh_token
 
@@ -41,7 +43,7 @@ class PresentedToken:
     family_id: str | None = None
     sid: str | None = None
 
-    def check_client(self, client: Any) -> bool:
+    def check_client(self, client: OAuthClient) -> bool:
         return bool(self.client_id == client.get_client_id())
 
 
@@ -49,21 +51,21 @@ def lookup_order(hint: str | None) -> tuple[str, str]:
     return (REFRESH, ACCESS) if hint == REFRESH else (ACCESS, REFRESH)
 
 
-def find_token(broker: Any, token: str, hint: str | None) -> PresentedToken | None:
+def find_token(parts: Components, token: str, hint: str | None) -> PresentedToken | None:
     for kind in lookup_order(hint):
-        found = _refresh(broker, token) if kind == REFRESH else _access(broker, token)
+        found = _refresh(parts, token) if kind == REFRESH else _access(parts, token)
         if found is not None:
             return found
     return None
 
 
-def _access(broker: Any, token: str) -> PresentedToken | None:
+def _access(parts: Components, token: str) -> PresentedToken | None:
     try:
-        claims = broker.keys.verify(token, use="sig", typ=ACCESS_TOKEN_TYP)
+        claims = parts.keys.verify(token, use="sig", typ=ACCESS_TOKEN_TYP)
     except ValueError:
         return None
     jti, exp, client_id = claims.get("jti"), claims.get("exp"), claims.get("client_id")
-    if claims.get("iss") != broker.issuer or not isinstance(jti, str) or not jti:
+    if claims.get("iss") != parts.issuer or not isinstance(jti, str) or not jti:
         return None
     if not isinstance(exp, int) or not isinstance(client_id, str):
         return None
@@ -78,8 +80,8 @@ def _access(broker: Any, token: str) -> PresentedToken | None:
     )
 
 
-def _refresh(broker: Any, token: str) -> PresentedToken | None:
-    found = load_refresh_token(broker, token)
+def _refresh(parts: Components, token: str) -> PresentedToken | None:
+    found = load_refresh_token(parts.keys, parts.store, parts.issuer, token)
     if found is None:
         return None
     record, family, _session = found
@@ -88,14 +90,15 @@ def _refresh(broker: Any, token: str) -> PresentedToken | None:
     )
 
 
-def authenticate_401(endpoint: Any, request: Any) -> Any:
+def authenticate_401(endpoint: Any, request: BrokerRequest) -> OAuthClient:
     """Client authentication where every failure is 401 `invalid_client` (RFC 6749 §5.2
     allows it; RFC 7662 §2.3 wants it), also for an unknown `client_id` in the body, which
     Authlib answers with 400."""
     try:
-        return endpoint.server.authenticate_client(
+        client: OAuthClient = endpoint.server.authenticate_client(
             request, endpoint.CLIENT_AUTH_METHODS, endpoint.ENDPOINT_NAME
         )
+        return client
     except InvalidClientError as exc:
         exc.status_code = 401
         raise
@@ -104,11 +107,11 @@ def authenticate_401(endpoint: Any, request: Any) -> Any:
 class BrokerRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
-    def authenticate_endpoint_client(self, request: Any) -> Any:
+    def authenticate_endpoint_client(self, request: BrokerRequest) -> OAuthClient:
         request.client = client = authenticate_401(self, request)
         return client
 
-    def check_params(self, request: Any, client: Any) -> None:
+    def check_params(self, request: BrokerRequest, client: OAuthClient) -> None:
         hint = request.form.get("token_type_hint")
         if hint and hint not in self.SUPPORTED_TOKEN_TYPES:
             raise UnsupportedTokenTypeError(
@@ -117,26 +120,26 @@ class BrokerRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
         super().check_params(request, client)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> PresentedToken | None:
-        return find_token(self.server.broker, token_string, token_type_hint)
+        return find_token(self.server.components, token_string, token_type_hint)
 
-    def revoke_token(self, token: PresentedToken, request: Any) -> None:
-        broker = self.server.broker
-        store = broker.store
-        now = broker.now()
+    def revoke_token(self, token: PresentedToken, request: BrokerRequest) -> None:
+        parts: Components = self.server.components
+        store = parts.store
+        now = parts.now()
         if token.kind == ACCESS:
             if token.expires_at > now:
                 store.deny_access_token(token.jti, token.expires_at)
             audit("revoke", token_type=ACCESS, client_id=token.client_id, ip=request.client_ip)
             return
         assert token.family_id is not None and token.sid is not None
-        store.revoke_family(token.family_id, now, "revoked")
+        parts.sessions.revoke_family(token.family_id, "revoked")
         live = [
             f
             for f in store.list_families(token.sid)
             if not f.revoked and f.expires_at > now and f.family_id != token.family_id
         ]
         if not live:
-            store.delete_upstream_tokens(f"session:{token.sid}")
+            parts.custody.forget(token.sid)
         audit(
             "revoke",
             token_type=REFRESH,

@@ -1,16 +1,18 @@
-"""One module per grant type; each maps upstream and store failures to RFC 6749 errors."""
+"""One module per grant type, each the same shape: an Authlib grant class (Authlib keeps
+dispatching, client authentication, request parsing and its error classes) and a `SPEC`
+that declares it; `broker/grants/registry.py` lists the specs, and discovery, the metric
+labels, client administration and the route/spec test all read that list. Grants keep the
+state they pass from `validate_token_request` to `create_token_response` in typed instance
+attributes (Authlib makes one grant object per request). Each maps upstream and store
+failures to RFC 6749 errors.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-import anyio.from_thread
 from authlib.oauth2.rfc6749 import InvalidScopeError
-
-T = TypeVar("T")
 
 #: Token responses are never cached (RFC 6749 §5.1).
 TOKEN_HEADERS = [
@@ -22,20 +24,29 @@ TOKEN_HEADERS = [
 DEFAULT_SCOPE = "profile email"
 
 
-#: The event loop of the request being served, carried into worker threads with the
-#: request's context (`broker.http.threads.run_sync` sets it).
-request_loop: contextvars.ContextVar[asyncio.AbstractEventLoop] = contextvars.ContextVar(
-    "request_loop"
-)
+@dataclass(frozen=True, slots=True)
+class GrantSpec:
+    """What the rest of the broker needs to know of a grant, next to the grant itself."""
 
+    handler: type[Any]
+    """The Authlib grant class; its `GRANT_TYPE` and `TOKEN_ENDPOINT_AUTH_METHODS` are the
+    grant type and the client authentication methods it accepts."""
+    parameters: tuple[str, ...]
+    """The form parameters it reads at the token endpoint besides `grant_type`, `scope`
+    and client authentication (openapi.yaml must document each)."""
+    confidential_only: bool = False
+    """Only clients with a secret may be registered for it."""
+    metadata: tuple[tuple[str, str], ...] = ()
+    """Discovery fields it adds, as (name, path relative to the issuer)."""
 
-def run_async(func: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-    """Run an upstream coroutine from an Authlib worker thread on the server's loop, so
-    the upstream client's pooled connections are shared by every request."""
-    loop = request_loop.get(None)
-    if loop is None:  # an anyio worker thread (run_in_threadpool)
-        return anyio.from_thread.run(func, *args)
-    return asyncio.run_coroutine_threadsafe(func(*args), loop).result()
+    @property
+    def grant_type(self) -> str:
+        grant_type: str = self.handler.GRANT_TYPE
+        return grant_type
+
+    @property
+    def auth_methods(self) -> tuple[str, ...]:
+        return tuple(self.handler.TOKEN_ENDPOINT_AUTH_METHODS)
 
 
 def resolve_scope(requested: str | None, allowed: tuple[str, ...], default: str) -> str:

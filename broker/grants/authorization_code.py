@@ -1,12 +1,15 @@
 """Authorization Code grant (RFC 6749 §4.1.3) with PKCE (RFC 7636 §4.6, S256 only) and
 OpenID Connect ID tokens (OIDC Core §3.1.3).
 
-Codes are single use: `Store.redeem_code` marks one used atomically, so of two concurrent
-redemptions exactly one wins. A replayed code fails with `invalid_grant` and revokes the
+Codes are single use: `CodeStore.redeem_code` marks one used and starts its refresh family
+in one atomic step, so of two concurrent redemptions exactly one wins and the other always
+finds the family to revoke. A replayed code fails with `invalid_grant` and revokes the
 refresh family issued from it, which also makes its access tokens inactive at
 introspection and userinfo (RFC 6749 §4.1.2, RFC 9700 §4.5). Every code grant therefore
 starts a family, even for a client without the refresh_token grant (it then gets no
-refresh token, but its access tokens still name the family).
+refresh token, but its access tokens still name the family). A redemption that fails a
+later check (wrong client, redirect URI or PKCE verifier) burns the code and revokes the
+family it started; no token is issued from it.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
+from broker.components import Components
 from broker.events import audit
-from broker.grants import TOKEN_HEADERS
-from broker.store import AuthCodeRecord, SessionRecord
+from broker.grants import TOKEN_HEADERS, GrantSpec
+from broker.store import AuthCodeRecord, FamilyRecord, RefreshTokenRecord, SessionRecord
 from broker.tokens.secrets import sha256_b64
 
 _VERIFIER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -59,6 +63,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
     def authenticate_user(self, authorization_code: Any) -> None:
         raise NotImplementedError
 
+    code: AuthCodeRecord
+    session: SessionRecord
+    family: FamilyRecord
+    first: RefreshTokenRecord
+
     def validate_token_request(self) -> None:
         client = self.authenticate_token_endpoint_client()
         if not client.check_grant_type(self.GRANT_TYPE):
@@ -70,64 +79,73 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         if len(code) > 512:
             raise InvalidGrantError("Invalid 'code' in request.")
         verifier = form.get("code_verifier")
-        broker = self.server.broker
-        store = broker.store
+        parts: Components = self.server.components
+        store, sessions = parts.store, parts.sessions
         code_hash = sha256_b64(code)
-        record, first_use = store.redeem_code(code_hash, broker.now())
         who = {"client_id": client.client_id, "ip": self.request.client_ip}
+        started: list[tuple[FamilyRecord, RefreshTokenRecord]] = []
+
+        def start_family(record: AuthCodeRecord) -> tuple[FamilyRecord, RefreshTokenRecord]:
+            started.append(sessions.family_for_code(record))
+            return started[-1]
+
+        record, first_use = store.redeem_code(code_hash, parts.now(), start_family)
         if record is None:
             raise InvalidGrantError("The authorization code is invalid or expired.")
-        if not first_use:
+        if not first_use or not started:
             if record.family_id:
-                store.revoke_family(record.family_id, broker.now(), "code_replay")
+                sessions.revoke_family(record.family_id, "code_replay")
             audit("code_replay", outcome="revoked", family_id=record.family_id, **who)
             raise InvalidGrantError(
                 "This authorization code was already used; the tokens issued from it are "
                 "revoked. Sign in again."
             )
+        family, first = started[-1]
+
+        def refuse(description: str, event: str | None = None) -> InvalidGrantError:
+            sessions.revoke_family(family.family_id, "code_refused")
+            if event:
+                audit(event, outcome="failure", **who)
+            return InvalidGrantError(description)
+
         if record.client_id != client.client_id:
-            audit("code_wrong_client", outcome="failure", **who)
-            raise InvalidGrantError("The authorization code was issued to another client.")
-        if form.get("redirect_uri") != record.redirect_uri:
-            raise InvalidGrantError(
-                "'redirect_uri' does not match the one of the authorization request."
+            raise refuse(
+                "The authorization code was issued to another client.", "code_wrong_client"
             )
+        if form.get("redirect_uri") != record.redirect_uri:
+            raise refuse("'redirect_uri' does not match the one of the authorization request.")
         if client.record.public and verifier is None:
+            sessions.revoke_family(family.family_id, "code_refused")
             raise InvalidRequestError("Missing 'code_verifier' (PKCE is required).")
         if not pkce_ok(verifier, record):
-            audit("pkce_failure", outcome="failure", **who)
-            raise InvalidGrantError("PKCE verification failed: wrong 'code_verifier'.")
+            raise refuse("PKCE verification failed: wrong 'code_verifier'.", "pkce_failure")
         session = store.get_session(record.sid)
-        if session is None or session.revoked or session.expires_at <= broker.now():
-            raise InvalidGrantError("The sign-in behind this code has ended; sign in again.")
+        if not sessions.live(session):
+            raise refuse("The sign-in behind this code has ended; sign in again.")
+        assert session is not None
         self.request.client = client
-        self.request.extra["code"] = record
-        self.request.extra["session"] = session
+        self.code, self.session, self.family, self.first = record, session, family, first
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        broker = self.server.broker
+        parts: Components = self.server.components
         client = self.request.client
-        record: AuthCodeRecord = self.request.extra["code"]
-        session: SessionRecord = self.request.extra["session"]
-        family, refresh = broker.start_family(
-            session, client.client_id, record.scope, code_hash=record.code_hash
-        )
-        broker.store.set_code_family(record.code_hash, family.family_id)
-        if not client.check_grant_type("refresh_token"):
-            refresh = None
-        body = broker.token_response(
-            session,
+        refresh = self.first if client.check_grant_type("refresh_token") else None
+        body = parts.minter.token_response(
+            self.session,
             client.client_id,
-            record.scope,
-            family=family,
+            self.code.scope,
+            family=self.family,
             refresh=refresh,
-            nonce=record.nonce,
+            nonce=self.code.nonce,
         )
         audit(
             "code_redeemed",
             client_id=client.client_id,
-            user_id=session.user_id,
-            family_id=family.family_id,
-            sid=session.sid,
+            user_id=self.session.user_id,
+            family_id=self.family.family_id,
+            sid=self.session.sid,
         )
         return 200, body, TOKEN_HEADERS
+
+
+SPEC = GrantSpec(AuthorizationCodeGrant, parameters=("code", "redirect_uri", "code_verifier"))

@@ -8,8 +8,9 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import UnauthorizedClientError, grants
 
+from broker.components import Components
 from broker.events import audit
-from broker.grants import TOKEN_HEADERS, resolve_audience, resolve_scope
+from broker.grants import TOKEN_HEADERS, GrantSpec, resolve_audience, resolve_scope
 
 #: Scopes that only make sense with a user: an ID token or a refresh token.
 USER_ONLY_SCOPES = ("openid", "offline_access")
@@ -18,31 +19,36 @@ USER_ONLY_SCOPES = ("openid", "offline_access")
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
+    scope: str
+    audience: str
+
     def validate_token_request(self) -> None:
         client = self.authenticate_token_endpoint_client()
         if client.record.public or not client.check_grant_type(self.GRANT_TYPE):
             raise UnauthorizedClientError("This client may not use the client_credentials grant.")
         self.request.client = client
         allowed = tuple(s for s in client.record.scopes if s not in USER_ONLY_SCOPES)
-        self.request.extra["scope"] = resolve_scope(self.request.payload.scope, allowed, "")
-        broker = self.server.broker
-        self.request.extra["audience"] = resolve_audience(
-            self.request.form, client.record.audiences, broker.settings.default_audience
+        self.scope = resolve_scope(self.request.payload.scope, allowed, "")
+        parts: Components = self.server.components
+        self.audience = resolve_audience(
+            self.request.form, client.record.audiences, parts.settings.default_audience
         )
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        broker = self.server.broker
+        parts: Components = self.server.components
         client = self.request.client
-        scope: str = self.request.extra["scope"]
-        at = broker.access_token(
-            None, client.client_id, scope, audience=self.request.extra["audience"]
-        )
+        at = parts.minter.access_token(None, client.client_id, self.scope, audience=self.audience)
         audit("client_credentials", client_id=client.client_id, ip=self.request.client_ip)
         body: dict[str, Any] = {
             "access_token": at.token,
             "token_type": "Bearer",
             "expires_in": at.expires_in,
         }
-        if scope:
-            body["scope"] = scope
+        if self.scope:
+            body["scope"] = self.scope
         return 200, body, TOKEN_HEADERS
+
+
+SPEC = GrantSpec(
+    ClientCredentialsGrant, parameters=("audience", "resource"), confidential_only=True
+)

@@ -16,10 +16,10 @@ from authlib.oauth2.rfc6749 import (
     grants,
 )
 
+from broker.components import Components
 from broker.errors import TemporarilyUnavailableError, TooManyRequestsError
 from broker.events import audit
-from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, resolve_scope, run_async
-from broker.throttle import LoginThrottle
+from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, GrantSpec, resolve_scope
 from broker.upstream import (
     InactiveUser,
     InvalidCredentials,
@@ -51,33 +51,26 @@ MESSAGES = {
 }
 
 
-def upstream_login(grant: Any, username: str, password: str) -> LoginResult:
-    """The password grant's call of `password_login` (from Authlib's worker thread)."""
-    request = grant.request
-    return password_login(
-        grant.server.broker,
-        username,
-        password,
-        client_id=getattr(request.client, "client_id", None),
-        ip=request.client_ip,
-    )
-
-
 def password_login(
-    broker: Any, username: str, password: str, *, client_id: str | None, ip: str | None
+    components: Components,
+    username: str,
+    password: str,
+    *,
+    client_id: str | None,
+    ip: str | None,
 ) -> LoginResult:
     """Shared by the password grant and the login page: the failed-login throttle (checked
     before ShotGrid is called), then ShotGrid, with its errors mapped to OAuth errors.
-    Synchronous: call it from a worker thread (the threadpool or Authlib's)."""
+    Synchronous: call it from a worker thread."""
     who: dict[str, Any] = {"client_id": client_id, "ip": ip}
-    throttle = LoginThrottle(broker)
+    throttle = components.throttle
     try:
         throttle.check(username, ip)
     except TooManyRequestsError:
         audit("login", outcome="throttled", login=username, **who)
         raise
     try:
-        result: LoginResult = run_async(broker.upstream.login, username, password)
+        result = components.upstream.login(username, password)
     except UpstreamUnavailable:
         audit("login", outcome="unavailable", login=username, **who)
         raise TemporarilyUnavailableError(
@@ -96,6 +89,9 @@ def password_login(
 class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"]
 
+    scope: str
+    login: LoginResult
+
     def validate_token_request(self) -> None:
         client = self.authenticate_token_endpoint_client()
         if not client.check_grant_type(self.GRANT_TYPE):
@@ -109,24 +105,28 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):  # type: igno
         if len(username) > 256 or len(password) > 1024:
             raise InvalidRequestError("'username' or 'password' is too long.")
         self.request.client = client
-        self.request.extra["scope"] = resolve_scope(
-            self.request.payload.scope, client.record.scopes, DEFAULT_SCOPE
+        self.scope = resolve_scope(self.request.payload.scope, client.record.scopes, DEFAULT_SCOPE)
+        self.login = password_login(
+            self.server.components,
+            username,
+            password,
+            client_id=client.client_id,
+            ip=self.request.client_ip,
         )
-        result = upstream_login(self, username, password)
-        self.request.user = result.identity
-        self.request.credential = result
+        self.request.user = self.login.identity
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        broker = self.server.broker
+        parts: Components = self.server.components
         client = self.request.client
-        result: LoginResult = self.request.credential
-        scope: str = self.request.extra["scope"]
-        session = broker.new_session(result.identity)
-        broker.keep_upstream_tokens(session, result.tokens)
+        session = parts.sessions.new_session(self.login.identity)
+        parts.custody.keep(session, self.login.tokens)
         family = refresh = None
         if client.check_grant_type("refresh_token"):
-            family, refresh = broker.start_family(session, client.client_id, scope)
-        body = broker.token_response(
-            session, client.client_id, scope, family=family, refresh=refresh
+            family, refresh = parts.sessions.start_family(session, client.client_id, self.scope)
+        body = parts.minter.token_response(
+            session, client.client_id, self.scope, family=family, refresh=refresh
         )
         return 200, body, TOKEN_HEADERS
+
+
+SPEC = GrantSpec(PasswordGrant, parameters=("username", "password"))

@@ -1,7 +1,8 @@
 """Refresh Token grant (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
 
-Every use rotates. The rotation is one compare-and-swap in the store
-(`Store.rotate_refresh_token`), never Authlib's read → issue → revoke sequence, so
+Every use rotates. The chain (token, family, session) is read once; the rules of
+`broker.tokens.rotation` judge it, and the rotation is one compare-and-swap in the store
+(`RefreshStore.claim_refresh`), never Authlib's read → issue → revoke sequence, so
 concurrent uses of one token across threads and processes yield exactly one successor:
 within the reuse grace a repeated use gets that same successor back, later reuse revokes
 the whole family. At most every `upstream_recheck` seconds the user is re-read in ShotGrid
@@ -16,11 +17,14 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, grants
 
+from broker.components import Components
 from broker.errors import TemporarilyUnavailableError
 from broker.events import audit
-from broker.grants import TOKEN_HEADERS
-from broker.store import RefreshChain, RotationStatus, SessionRecord
+from broker.grants import TOKEN_HEADERS, GrantSpec
+from broker.server import OAuthClient
+from broker.store import RefreshChain, SessionRecord
 from broker.tokens.refresh import load_refresh_token
+from broker.tokens.rotation import RotationResult, RotationStatus
 from broker.upstream import (
     InactiveUser,
     UnknownUser,
@@ -36,9 +40,10 @@ class RefreshCredential:
     records the store read for it."""
 
     def __init__(self, chain: RefreshChain) -> None:
+        self.chain = chain
         self.record, self.family, self.session = chain
 
-    def check_client(self, client: Any) -> bool:
+    def check_client(self, client: OAuthClient) -> bool:
         return bool(self.family.client_id == client.get_client_id())
 
     def get_scope(self) -> str:
@@ -49,8 +54,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"]
     INCLUDE_NEW_REFRESH_TOKEN = True
 
+    rotation: RotationResult
+
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
-        found = load_refresh_token(self.server.broker, refresh_token)
+        parts: Components = self.server.components
+        found = load_refresh_token(parts.keys, parts.store, parts.issuer, refresh_token)
         return RefreshCredential(found) if found is not None else None
 
     def authenticate_user(self, credential: RefreshCredential) -> SessionRecord:
@@ -65,54 +73,40 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         credential: RefreshCredential = self._validate_request_token(client)
         self._validate_token_scope(credential)
         self.request.refresh_token = credential
-        broker = self.server.broker
-        now = broker.now()
-        if credential.family.revoked or credential.session.revoked:
-            raise InvalidGrantError("This refresh token has been revoked; sign in again.")
-        if credential.session.expires_at <= now or credential.family.expires_at <= now:
+        parts: Components = self.server.components
+        chain = credential.chain
+        result = parts.sessions.rotate(chain, before_claim=lambda: self._recheck_upstream(chain))
+        who = {
+            "family_id": credential.family.family_id,
+            "client_id": client.client_id,
+            "user_id": credential.session.user_id,
+            "ip": self.request.client_ip,
+        }
+        if result.status is RotationStatus.INVALID:
+            if result.problem == "revoked":
+                raise InvalidGrantError("This refresh token has been revoked; sign in again.")
             raise InvalidGrantError("This sign-in has expired; sign in again.")
-        self._recheck_upstream(credential.session)
-        successor = broker.next_refresh_record(credential.family, now)
-        result = broker.store.rotate_refresh_token(
-            credential.record.jti,
-            successor,
-            now,
-            timedelta(seconds=broker.settings.refresh_reuse_grace),
-        )
         if result.status is RotationStatus.REUSED:
-            audit(
-                "refresh_reuse_detected",
-                outcome="revoked",
-                family_id=credential.family.family_id,
-                client_id=client.client_id,
-                user_id=credential.session.user_id,
-                ip=self.request.client_ip,
-            )
+            audit("refresh_reuse_detected", outcome="revoked", **who)
             raise InvalidGrantError(
                 "This refresh token was already used; for safety the sign-in is revoked. "
                 "Sign in again."
             )
-        if result.status is RotationStatus.INVALID or result.successor is None:
-            raise InvalidGrantError("This refresh token is expired or revoked; sign in again.")
-        self.request.extra["rotation"] = result
-        audit(
-            "refresh",
-            outcome=result.status.value,
-            family_id=credential.family.family_id,
-            client_id=client.client_id,
-            user_id=credential.session.user_id,
-            ip=self.request.client_ip,
-        )
+        self.rotation = result
+        audit("refresh", outcome=result.status.value, **who)
 
-    def _recheck_upstream(self, session: SessionRecord) -> None:
-        broker = self.server.broker
-        settings = broker.settings
-        now = broker.now()
+    def _recheck_upstream(self, chain: RefreshChain) -> None:
+        """At most every `upstream_recheck` seconds, re-read the user in ShotGrid; a user
+        gone or disabled there ends the session here."""
+        parts: Components = self.server.components
+        settings = parts.settings
+        session = chain.session
+        now = parts.now()
         interval = timedelta(seconds=settings.upstream_recheck)
         if now - session.last_checked_at < interval:
             return
         try:
-            identity = broker.check_user_upstream(session)
+            identity = parts.custody.check_user(session)
         except (UnknownUser, InactiveUser, UpstreamTokenRejected) as exc:
             if isinstance(exc, UpstreamTokenRejected):
                 # Without a script key the user's own upstream token is our only probe;
@@ -122,12 +116,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
                     "ShotGrid no longer accepts this sign-in; sign in again.",
                 )
             else:
-                reason, message = (
-                    "upstream_inactive",
-                    "Your ShotGrid account is no longer active; sign in again or ask your "
-                    "ShotGrid administrator.",
-                )
-            broker.store.revoke_session(session.sid, now, reason)
+                reason, message = ("upstream_inactive", INACTIVE_MESSAGE)
+            parts.sessions.end_session(session.sid, reason)
             audit("session_revoked", outcome=reason, sid=session.sid, user_id=session.user_id)
             raise InvalidGrantError(message) from None
         except UpstreamUnavailable:
@@ -142,24 +132,27 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         if identity is None:
             return
         if not identity.active:
-            broker.store.revoke_session(session.sid, now, "upstream_inactive")
-            raise InvalidGrantError(
-                "Your ShotGrid account is no longer active; sign in again or ask your "
-                "ShotGrid administrator."
-            )
-        broker.store.mark_session_checked(session.sid, now)
+            parts.sessions.end_session(session.sid, "upstream_inactive")
+            raise InvalidGrantError(INACTIVE_MESSAGE)
+        parts.store.mark_session_checked(session.sid, now)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        broker = self.server.broker
+        parts: Components = self.server.components
         credential: RefreshCredential = self.request.refresh_token
-        rotation = self.request.extra["rotation"]
         scope = self.request.payload.scope or credential.family.scope
         scope = " ".join(dict.fromkeys(scope.split()))
-        body = broker.token_response(
+        body = parts.minter.token_response(
             credential.session,
             credential.family.client_id,
             scope,
-            family=rotation.family or credential.family,
-            refresh=rotation.successor,
+            family=self.rotation.family or credential.family,
+            refresh=self.rotation.successor,
         )
         return 200, body, TOKEN_HEADERS
+
+
+INACTIVE_MESSAGE = (
+    "Your ShotGrid account is no longer active; sign in again or ask your ShotGrid administrator."
+)
+
+SPEC = GrantSpec(RefreshTokenGrant, parameters=("refresh_token",))

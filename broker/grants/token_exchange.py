@@ -31,9 +31,11 @@ from authlib.oauth2.rfc6749 import (
     grants,
 )
 
+from broker.components import Components
 from broker.errors import TemporarilyUnavailableError
 from broker.events import audit
-from broker.grants import TOKEN_HEADERS, resolve_audience, resolve_scope
+from broker.grants import TOKEN_HEADERS, GrantSpec, resolve_audience, resolve_scope
+from broker.store import SessionRecord
 from broker.tokens.access import InactiveToken, validate_access_token
 from broker.upstream import (
     InactiveUser,
@@ -70,6 +72,12 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
     GRANT_TYPE = GRANT_TYPE
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
+    subject: dict[str, Any]
+    session: SessionRecord
+    requested: str
+    scope: str
+    audience: str
+
     def validate_token_request(self) -> None:
         # Public clients fail here with 401 invalid_client: they cannot authenticate with
         # a secret, and RFC 8693 §2.1 needs an authenticated actor to name in `act`.
@@ -98,9 +106,11 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
                 f"Unsupported 'requested_token_type': use {ACCESS_TOKEN_TYPE} or "
                 f"{SHOTGRID_TOKEN_TYPE}."
             )
-        broker = self.server.broker
+        parts: Components = self.server.components
         try:
-            claims = validate_access_token(broker, subject)
+            claims = validate_access_token(
+                parts.keys, parts.store, parts.issuer, parts.now(), subject
+            )
         except InactiveToken as exc:
             audit(
                 "token_exchange",
@@ -113,17 +123,13 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
                 "The 'subject_token' is expired, revoked, or not an access token of this broker."
             ) from None
         sid = claims.get("sid")
-        session = broker.store.get_session(str(sid)) if sid else None
+        session = parts.store.get_session(str(sid)) if sid else None
         if session is None:
             raise InvalidRequestError("The 'subject_token' must represent a signed-in user.")
         subject_scope = str(claims.get("scope") or "")
-        self.request.extra.update(
-            subject=claims,
-            session=session,
-            requested=requested,
-            scope=resolve_scope(
-                self.request.payload.scope, tuple(subject_scope.split()), subject_scope
-            ),
+        self.subject, self.session, self.requested = claims, session, requested
+        self.scope = resolve_scope(
+            self.request.payload.scope, tuple(subject_scope.split()), subject_scope
         )
         if requested == SHOTGRID_TOKEN_TYPE:
             if not client.record.may_exchange_shotgrid:
@@ -135,18 +141,17 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
             if isinstance(subject_aud, str) and subject_aud in client.record.audiences
             else None
         )
-        self.request.extra["audience"] = resolve_audience(form, client.record.audiences, default)
+        self.audience = resolve_audience(form, client.record.audiences, default)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        if self.request.extra["requested"] == SHOTGRID_TOKEN_TYPE:
+        if self.requested == SHOTGRID_TOKEN_TYPE:
             return self._shotgrid_token()
         return self._broker_token()
 
     def _broker_token(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        broker = self.server.broker
+        parts: Components = self.server.components
         client = self.request.client
-        subject: dict[str, Any] = self.request.extra["subject"]
-        scope: str = self.request.extra["scope"]
+        subject, scope = self.subject, self.scope
         act: dict[str, Any] = {"sub": client.client_id}
         if isinstance(subject.get("act"), dict):
             act["act"] = subject["act"]
@@ -155,11 +160,11 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
         if extra is not None:
             not_after += timedelta(seconds=extra)
         fam = subject.get("fam")
-        at = broker.access_token(
-            self.request.extra["session"],
+        at = parts.minter.access_token(
+            self.session,
             client.client_id,
             scope,
-            audience=self.request.extra["audience"],
+            audience=self.audience,
             act=act,
             not_after=not_after,
             family_id=str(fam) if fam else None,
@@ -167,7 +172,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
         audit(
             "token_exchange",
             client_id=client.client_id,
-            audience=self.request.extra["audience"],
+            audience=self.audience,
             user_id=subject.get("sg_user_id"),
             sid=subject.get("sid"),
             ip=self.request.client_ip,
@@ -182,10 +187,10 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
         return 200, body, TOKEN_HEADERS
 
     def _shotgrid_token(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        broker = self.server.broker
+        parts: Components = self.server.components
         client = self.request.client
-        session = self.request.extra["session"]
-        strategy = broker.settings.upstream_strategy
+        session = self.session
+        strategy = parts.custody.strategy
         who = {
             "client_id": client.client_id,
             "user_id": session.user_id,
@@ -194,10 +199,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
             "ip": self.request.client_ip,
         }
         try:
-            if strategy == "sudo":
-                tokens: UpstreamTokens = broker.sudo_tokens(session.login)
-            else:
-                tokens = broker.custody_tokens(f"session:{session.sid}")
+            tokens: UpstreamTokens = parts.custody.tokens_for(session)
         except UpstreamUnavailable:
             audit("token_exchange_shotgrid", outcome="unavailable", **who)
             raise TemporarilyUnavailableError(
@@ -207,7 +209,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
             audit("token_exchange_shotgrid", outcome="refused", reason=type(exc).__name__, **who)
             raise InvalidGrantError(UPSTREAM_MESSAGES[type(exc)]) from None
         audit("token_exchange_shotgrid", **who)
-        expires_in = int((tokens.expires_at - broker.now()).total_seconds())
+        expires_in = int((tokens.expires_at - parts.now()).total_seconds())
         body: dict[str, Any] = {
             "access_token": tokens.access_token,
             "issued_token_type": SHOTGRID_TOKEN_TYPE,
@@ -215,3 +217,18 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
             "expires_in": max(0, expires_in),
         }
         return 200, body, TOKEN_HEADERS
+
+
+SPEC = GrantSpec(
+    TokenExchangeGrant,
+    parameters=(
+        "subject_token",
+        "subject_token_type",
+        "requested_token_type",
+        "audience",
+        "resource",
+        "actor_token",
+        "actor_token_type",
+    ),
+    confidential_only=True,
+)

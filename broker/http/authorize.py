@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidGrantError
-from starlette.concurrency import run_in_threadpool
+from authlib.oidc.core.errors import LoginRequiredError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.core import Broker
+from broker.components import Components
 from broker.endpoints.authorization import (
     AuthorizationRequest,
-    AuthorizeError,
     error_redirect,
     issue_code,
     validate,
@@ -32,9 +33,9 @@ from broker.events import audit
 from broker.grants.password import password_login
 from broker.http import pages
 from broker.http.oauth import client_ip
+from broker.http.threads import components, run_sync
 from broker.store import SessionRecord, StoreUnavailable
 from broker.tokens.secrets import sha256_b64
-from broker.upstream import LoginResult
 
 log = logging.getLogger("broker.http.authorize")
 
@@ -44,121 +45,134 @@ MSG_MISSING = "Enter your ShotGrid username and password."
 MSG_STORE = "Sign-in is unavailable right now because the token store is not reachable."
 
 
-def _broker(request: Request) -> Broker:
-    broker: Broker = request.app.state.broker
-    return broker
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    url: str
+    session: SessionRecord | None = None
+    cookie: str | None = None
+    """A new SSO session's cookie value, set on the redirect."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginForm:
+    request: AuthorizationRequest
+    username: str = ""
+    error: str | None = None
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserRequest:
+    """What the synchronous decision needs of the HTTP request, read on the event loop."""
+
+    params: Mapping[str, str]
+    method: str
+    session_cookie: str | None
+    csrf_cookie: str | None
+    ip: str | None
+
+
+Outcome = Redirect | LoginForm
 
 
 async def authorize(request: Request) -> Response:
-    broker = _broker(request)
-    params = await pages.page_params(request, broker)
+    parts = components(request)
+    params = await pages.page_params(request, parts)
     if isinstance(params, Response):
         return params
+    seen = BrowserRequest(
+        params=params,
+        method=request.method,
+        session_cookie=request.cookies.get(pages.session_cookie_name(parts)),
+        csrf_cookie=request.cookies.get(pages.csrf_cookie_name(parts)),
+        ip=client_ip(request),
+    )
     try:
-        areq = await run_in_threadpool(validate, params, broker.store.get_client)
-        session = await run_in_threadpool(pages.read_session, broker, request)
-        if request.method == "POST":
-            return await _login_submit(request, broker, areq, params)
-        if session is not None and not areq.needs_fresh_login(session, time_of(broker)):
-            url = await run_in_threadpool(issue_code, broker, areq, session)
-            audit("sso", client_id=areq.client.client_id, sid=session.sid, ip=client_ip(request))
-            return pages.redirect(url)
-        if "none" in areq.prompt:
-            raise AuthorizeError(
-                "login_required",
-                "The user is not signed in.",
-                redirectable=True,
-                request=areq,
-            )
-        return _login_page(request, broker, areq, username=areq.login_hint or "")
-    except AuthorizeError as err:
-        if err.redirectable:
-            return pages.redirect(error_redirect(broker.issuer, err))
-        return pages.error_page(broker, err.error, err.description)
+        outcome = await run_sync(request, decide, parts, seen)
+    except OAuth2Error as err:
+        if err.redirect_uri:
+            return pages.redirect(error_redirect(parts.issuer, err))
+        return pages.error_page(parts, err.error, err.description or "Invalid request.")
     except StoreUnavailable:
-        return pages.error_page(broker, "temporarily_unavailable", MSG_STORE, 503)
+        return pages.error_page(parts, "temporarily_unavailable", MSG_STORE, 503)
+    if isinstance(outcome, LoginForm):
+        return _login_page(request, parts, outcome)
+    response = pages.redirect(outcome.url)
+    if outcome.cookie is not None and outcome.session is not None:
+        pages.set_session_cookie(parts, response, outcome.cookie, outcome.session)
+    return response
 
 
-def time_of(broker: Broker) -> float:
-    return broker.now().timestamp()
+def decide(parts: Components, seen: BrowserRequest) -> Outcome:
+    """The whole authorization request, synchronously (the request's one hop): validate,
+    answer from the SSO session, or check a submitted login and start the session."""
+    areq = validate(seen.params, parts.store.get_client)
+    session = pages.read_session(parts, seen.session_cookie)
+    if seen.method == "POST":
+        return _login_submit(parts, areq, seen)
+    if session is not None and not areq.needs_fresh_login(session, parts.now().timestamp()):
+        url = issue_code(parts.store, parts.issuer, parts.now(), areq, session)
+        audit("sso", client_id=areq.client.client_id, sid=session.sid, ip=seen.ip)
+        return Redirect(url)
+    if "none" in areq.prompt:
+        raise LoginRequiredError(
+            "The user is not signed in.", state=areq.state, redirect_uri=areq.redirect_uri
+        )
+    return LoginForm(areq, username=areq.login_hint or "")
 
 
-def _login_page(
-    request: Request,
-    broker: Broker,
-    areq: AuthorizationRequest,
-    *,
-    username: str = "",
-    error: str | None = None,
-    status: int = 200,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    cookie = pages.csrf_cookie_value(broker, request)
-    token = pages.csrf_token(broker, cookie, CSRF_PURPOSE, areq.raw)
+def _login_page(request: Request, parts: Components, form: LoginForm) -> Response:
+    areq = form.request
+    cookie = pages.csrf_cookie_value(parts, request)
+    token = pages.csrf_token(parts, cookie, CSRF_PURPOSE, areq.raw)
     response = pages.page(
-        broker,
+        parts,
         "login.html",
         {
             "client_name": areq.client.name or areq.client.client_id,
             "hidden": areq.raw,
             "csrf_token": token,
-            "username": username,
-            "error": error,
-            "accent": broker.settings.accent_color,
+            "username": form.username,
+            "error": form.error,
+            "accent": parts.settings.accent_color,
         },
-        status=status,
+        status=form.status,
         form_targets=pages.form_targets_for(areq.redirect_uri),
-        headers=headers,
+        headers=form.headers,
     )
-    pages.set_csrf_cookie(broker, response, cookie)
+    pages.set_csrf_cookie(parts, response, cookie)
     return response
 
 
-def _start_sso(broker: Broker, result: LoginResult) -> tuple[SessionRecord, str]:
-    cookie = pages.new_session_cookie()
-    session = broker.new_session(result.identity, cookie_hash=sha256_b64(cookie))
-    broker.keep_upstream_tokens(session, result.tokens)
-    return session, cookie
-
-
-async def _login_submit(
-    request: Request, broker: Broker, areq: AuthorizationRequest, params: Mapping[str, str]
-) -> Response:
+def _login_submit(parts: Components, areq: AuthorizationRequest, seen: BrowserRequest) -> Outcome:
+    params = seen.params
     username = (params.get("username") or "").strip()
     password = params.get("password") or ""
-    if not pages.csrf_ok(broker, request, params.get("csrf_token"), CSRF_PURPOSE, areq.raw):
+    if not pages.csrf_ok(parts, seen.csrf_cookie, params.get("csrf_token"), CSRF_PURPOSE, areq.raw):
         audit("login_csrf", outcome="failure", client_id=areq.client.client_id)
-        return _login_page(request, broker, areq, username=username, error=MSG_CSRF, status=403)
+        return LoginForm(areq, username, MSG_CSRF, 403)
     if not username or not password:
-        return _login_page(request, broker, areq, username=username, error=MSG_MISSING, status=400)
+        return LoginForm(areq, username, MSG_MISSING, 400)
     if len(username) > 256 or len(password) > 1024:
-        return _login_page(
-            request, broker, areq, error="That username or password is too long.", status=400
-        )
+        return LoginForm(areq, "", "That username or password is too long.", 400)
     try:
-        result: LoginResult = await run_in_threadpool(
-            password_login,
-            broker,
-            username,
-            password,
-            client_id=areq.client.client_id,
-            ip=client_ip(request),
+        result = password_login(
+            parts, username, password, client_id=areq.client.client_id, ip=seen.ip
         )
     except (TooManyRequestsError, TemporarilyUnavailableError) as err:
         # Throttled (429) or ShotGrid/store down (503): the form again, with the advice.
-        return _login_page(
-            request,
-            broker,
+        return LoginForm(
             areq,
-            username=username,
-            error=err.description,
-            status=err.status_code,
-            headers={"Retry-After": str(err.retry_after or 5)},
+            username,
+            err.description,
+            err.status_code,
+            {"Retry-After": str(err.retry_after or 5)},
         )
     except InvalidGrantError as err:
-        return _login_page(request, broker, areq, username=username, error=err.description)
-    session, cookie = await run_in_threadpool(_start_sso, broker, result)
-    url = await run_in_threadpool(issue_code, broker, areq, session)
-    response = pages.redirect(url)
-    pages.set_session_cookie(broker, response, cookie, session)
-    return response
+        return LoginForm(areq, username, err.description)
+    cookie = pages.new_session_cookie()
+    session = parts.sessions.new_session(result.identity, cookie_hash=sha256_b64(cookie))
+    parts.custody.keep(session, result.tokens)
+    url = issue_code(parts.store, parts.issuer, parts.now(), areq, session)
+    return Redirect(url, session, cookie)

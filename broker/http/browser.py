@@ -11,13 +11,14 @@ from starlette.routing import Route
 from broker.http.authorize import authorize
 from broker.http.logout import logout
 from broker.http.pages import STATIC
+from broker.http.threads import components
 from broker.http.userinfo import userinfo
 
 _CSS = (STATIC / "login.css").read_text(encoding="utf-8")
 
 
 async def login_css(request: Request) -> Response:
-    accent = request.app.state.broker.settings.accent_color
+    accent = components(request).settings.accent_color
     return Response(
         _CSS.replace("--accent: #2563eb;", f"--accent: {accent};"),
         media_type="text/css",

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.components import Components
+from broker.http.threads import run_on
 from broker.redirects import LOOPBACK_HOSTS, host_of, is_loopback, origin_of, split_uri
 from broker.store import ClientRecord, StoreError
 
@@ -81,11 +81,12 @@ class CorsMiddleware:
         now = time.monotonic()
         if self._cached is not None and now - self._cached[0] < CACHE_SECONDS:
             return self._cached[1]
-        broker: Any = getattr(scope["app"].state, "broker", None)
-        if broker is None:
+        state = scope["app"].state
+        parts: Components | None = getattr(state, "components", None)
+        if parts is None:
             return None
         try:
-            clients = await run_in_threadpool(broker.store.list_clients)
+            clients = await run_on(state, parts.store.list_clients)
         except StoreError:
             return self._cached[1] if self._cached else None
         allowlist = Allowlist(clients)

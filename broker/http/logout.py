@@ -13,15 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.core import Broker
+from broker.components import Components
 from broker.endpoints.authorization import with_query
 from broker.events import audit
 from broker.http import pages
 from broker.http.oauth import client_ip
+from broker.http.threads import components, run_sync
 from broker.redirects import redirect_uri_allowed
 from broker.store import ClientRecord, StoreUnavailable
 
@@ -53,21 +53,30 @@ class LogoutRequest:
         return tuple((k, v) for k, v in pairs if v)
 
 
-def _verify_hint(broker: Broker, hint: str) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class Decision:
+    request: LogoutRequest
+    done: bool
+    """True: the session ended (or was not this browser's); False: ask to confirm."""
+    keep_cookie: bool = False
+    """The browser is signed in as another session than the hint named: keep its cookie."""
+
+
+def _verify_hint(parts: Components, hint: str) -> dict[str, Any] | None:
     try:
-        claims = broker.keys.verify(hint, use="sig", typ="JWT")
+        claims = parts.keys.verify(hint, use="sig", typ="JWT")
     except ValueError:
         return None
-    if claims.get("iss") != broker.issuer or not isinstance(claims.get("aud"), str):
+    if claims.get("iss") != parts.issuer or not isinstance(claims.get("aud"), str):
         return None
     return claims
 
 
-def resolve(broker: Broker, params: dict[str, str]) -> LogoutRequest:
+def resolve(parts: Components, params: dict[str, str]) -> LogoutRequest:
     """Validate the logout request (synchronous: key and store reads)."""
-    store = broker.store
+    store = parts.store
     hint_text = params.get("id_token_hint")
-    hint = _verify_hint(broker, hint_text) if hint_text else None
+    hint = _verify_hint(parts, hint_text) if hint_text else None
     client_id = params.get("client_id") or None
     if hint is not None:
         if client_id is not None and client_id != hint["aud"]:
@@ -94,68 +103,90 @@ def resolve(broker: Broker, params: dict[str, str]) -> LogoutRequest:
     return LogoutRequest(client, hint, redirect_uri, state)
 
 
-def end_session(broker: Broker, sid: str, why: str) -> None:
-    if broker.store.revoke_session(sid, broker.now(), "logout"):
-        broker.store.delete_upstream_tokens(f"session:{sid}")
+def end_session(parts: Components, sid: str, why: str) -> None:
+    if parts.sessions.end_session(sid, "logout"):
+        parts.custody.forget(sid)
         audit("logout", sid=sid, reason=why)
 
 
-def _done(broker: Broker, lreq: LogoutRequest) -> Response:
+def decide(
+    parts: Components,
+    params: dict[str, str],
+    method: str,
+    session_cookie: str | None,
+    csrf_cookie: str | None,
+) -> Decision:
+    """The logout request, synchronously (the request's one hop)."""
+    lreq = resolve(parts, params)
+    session = pages.read_session(parts, session_cookie)
+    if lreq.hint is not None:
+        sid = lreq.hint.get("sid")
+        if isinstance(sid, str):
+            end_session(parts, sid, "id_token_hint")
+        # Another session than the hint names: it (and its cookie) stays.
+        return Decision(lreq, True, keep_cookie=session is not None and session.sid != sid)
+    confirmed = method == "POST" and params.get("confirm") == "yes"
+    if confirmed and pages.csrf_ok(
+        parts, csrf_cookie, params.get("csrf_token"), CSRF_PURPOSE, lreq.hidden
+    ):
+        if session is not None:
+            end_session(parts, session.sid, "confirmed")
+        return Decision(lreq, True)
+    return Decision(lreq, False)
+
+
+def _done(parts: Components, lreq: LogoutRequest) -> Response:
     if lreq.redirect_uri:
         response: Response = pages.redirect(with_query(lreq.redirect_uri, {"state": lreq.state}))
     else:
-        response = pages.page(broker, "logged_out.html", {})
-    pages.clear_session_cookie(broker, response)
+        response = pages.page(parts, "logged_out.html", {})
+    pages.clear_session_cookie(parts, response)
     return response
 
 
 async def logout(request: Request) -> Response:
-    broker: Broker = request.app.state.broker
-    params = await pages.page_params(request, broker)
+    parts = components(request)
+    params = await pages.page_params(request, parts)
     if isinstance(params, Response):
         return params
     try:
-        lreq = await run_in_threadpool(resolve, broker, params)
-        session = await run_in_threadpool(pages.read_session, broker, request)
-        if lreq.hint is not None:
-            sid = lreq.hint.get("sid")
-            if isinstance(sid, str):
-                await run_in_threadpool(end_session, broker, sid, "id_token_hint")
-            if session is not None and session.sid != sid:
-                # The browser is signed in as another session than the hint names: keep it
-                # (and its cookie); only the hinted sign-in ends.
-                response: Response = (
-                    pages.redirect(with_query(lreq.redirect_uri, {"state": lreq.state}))
-                    if lreq.redirect_uri
-                    else pages.page(broker, "logged_out.html", {})
-                )
-                return response
-            return _done(broker, lreq)
-        confirmed = request.method == "POST" and params.get("confirm") == "yes"
-        if confirmed and pages.csrf_ok(
-            broker, request, params.get("csrf_token"), CSRF_PURPOSE, lreq.hidden
-        ):
-            if session is not None:
-                await run_in_threadpool(end_session, broker, session.sid, "confirmed")
-            return _done(broker, lreq)
-        cookie = pages.csrf_cookie_value(broker, request)
-        token = pages.csrf_token(broker, cookie, CSRF_PURPOSE, lreq.hidden)
-        response = pages.page(
-            broker,
-            "logout.html",
-            {
-                "client_name": (lreq.client.name or lreq.client.client_id) if lreq.client else None,
-                "hidden": lreq.hidden,
-                "csrf_token": token,
-            },
-            form_targets=pages.form_targets_for(lreq.redirect_uri),
+        decision = await run_sync(
+            request,
+            decide,
+            parts,
+            params,
+            request.method,
+            request.cookies.get(pages.session_cookie_name(parts)),
+            request.cookies.get(pages.csrf_cookie_name(parts)),
         )
-        pages.set_csrf_cookie(broker, response, cookie)
-        audit("logout_confirm_shown", ip=client_ip(request))
-        return response
     except LogoutError as err:
-        return pages.error_page(broker, err.error, err.description)
+        return pages.error_page(parts, err.error, err.description)
     except StoreUnavailable:
         return pages.error_page(
-            broker, "temporarily_unavailable", "The token store is not reachable.", 503
+            parts, "temporarily_unavailable", "The token store is not reachable.", 503
         )
+    lreq = decision.request
+    if decision.done and decision.keep_cookie:
+        response: Response = (
+            pages.redirect(with_query(lreq.redirect_uri, {"state": lreq.state}))
+            if lreq.redirect_uri
+            else pages.page(parts, "logged_out.html", {})
+        )
+        return response
+    if decision.done:
+        return _done(parts, lreq)
+    cookie = pages.csrf_cookie_value(parts, request)
+    token = pages.csrf_token(parts, cookie, CSRF_PURPOSE, lreq.hidden)
+    response = pages.page(
+        parts,
+        "logout.html",
+        {
+            "client_name": (lreq.client.name or lreq.client.client_id) if lreq.client else None,
+            "hidden": lreq.hidden,
+            "csrf_token": token,
+        },
+        form_targets=pages.form_targets_for(lreq.redirect_uri),
+    )
+    pages.set_csrf_cookie(parts, response, cookie)
+    audit("logout_confirm_shown", ip=client_ip(request))
+    return response

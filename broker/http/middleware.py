@@ -17,6 +17,7 @@ from contextvars import ContextVar
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.grants import registry
 from broker.logs import get_logger
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -39,17 +40,9 @@ def note(**labels: str) -> None:
         notes[key] = value
 
 
-#: Label values the request metrics accept; anything else is counted as `other`, so an
-#: attacker's garbage cannot grow the number of time series.
-GRANT_TYPES = frozenset(
-    {
-        "password",
-        "refresh_token",
-        "authorization_code",
-        "client_credentials",
-        "urn:ietf:params:oauth:grant-type:token-exchange",
-    }
-)
+#: Label values the request metrics accept (the registered grants); anything else is
+#: counted as `other`, so an attacker's garbage cannot grow the number of time series.
+GRANT_TYPES = frozenset(registry.GRANT_TYPES)
 OAUTH_ERRORS = frozenset(
     {
         "invalid_request",

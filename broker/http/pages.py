@@ -22,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from broker.core import Broker
+from broker.components import Components
 from broker.http.oauth import BodyTooLarge, parse_pairs, read_form, reject_duplicates
 from broker.redirects import origin_of
 from broker.settings import decode_key
@@ -39,17 +39,17 @@ TEMPLATES = Environment(
 STATIC = HERE / "static"
 
 
-def secure(broker: Broker) -> bool:
-    return broker.issuer.startswith("https://")
+def secure(parts: Components) -> bool:
+    return parts.issuer.startswith("https://")
 
 
-def session_cookie_name(broker: Broker) -> str:
+def session_cookie_name(parts: Components) -> str:
     """`__Host-` whenever the issuer is https (the prefix needs Secure, Path=/, no Domain)."""
-    return "__Host-broker_session" if secure(broker) else "broker_session"
+    return "__Host-broker_session" if secure(parts) else "broker_session"
 
 
-def csrf_cookie_name(broker: Broker) -> str:
-    return "__Host-broker_csrf" if secure(broker) else "broker_csrf"
+def csrf_cookie_name(parts: Components) -> str:
+    return "__Host-broker_csrf" if secure(parts) else "broker_csrf"
 
 
 def security_headers(form_targets: Iterable[str] = ()) -> dict[str, str]:
@@ -71,7 +71,7 @@ def security_headers(form_targets: Iterable[str] = ()) -> dict[str, str]:
 
 
 def page(
-    broker: Broker,
+    parts: Components,
     template: str,
     context: Mapping[str, Any],
     *,
@@ -79,9 +79,9 @@ def page(
     form_targets: Iterable[str] = (),
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
-    settings = broker.settings
+    settings = parts.settings
     html = TEMPLATES.get_template(template).render(
-        issuer=broker.issuer,
+        issuer=parts.issuer,
         site_name=settings.site_name,
         logo_url=settings.logo_url,
         pat_help_url=settings.pat_help_url,
@@ -92,9 +92,9 @@ def page(
     return HTMLResponse(html, status_code=status, headers=all_headers)
 
 
-def error_page(broker: Broker, error: str, description: str, status: int = 400) -> HTMLResponse:
+def error_page(parts: Components, error: str, description: str, status: int = 400) -> HTMLResponse:
     return page(
-        broker,
+        parts,
         "error.html",
         {"error": error, "description": description},
         status=status,
@@ -117,63 +117,63 @@ def new_session_cookie() -> str:
     return secrets.token_urlsafe(32)
 
 
-def read_session(broker: Broker, request: Request) -> SessionRecord | None:
-    """The live SSO session named by the cookie, else None. Synchronous (store read)."""
-    value = request.cookies.get(session_cookie_name(broker))
-    if not value or len(value) > 256:
+def read_session(parts: Components, cookie: str | None) -> SessionRecord | None:
+    """The live SSO session named by the cookie value, else None. Synchronous (store read):
+    call it from a worker thread."""
+    if not cookie or len(cookie) > 256:
         return None
-    session = broker.store.get_session_by_cookie(sha256_b64(value))
-    if session is None or session.revoked or session.expires_at <= broker.now():
-        return None
-    return session
+    session = parts.store.get_session_by_cookie(sha256_b64(cookie))
+    return session if parts.sessions.live(session) else None
 
 
 def set_session_cookie(
-    broker: Broker, response: Response, value: str, session: SessionRecord
+    parts: Components, response: Response, value: str, session: SessionRecord
 ) -> None:
-    max_age = max(0, int((session.expires_at - broker.now()).total_seconds()))
+    max_age = max(0, int((session.expires_at - parts.now()).total_seconds()))
     response.set_cookie(
-        session_cookie_name(broker),
+        session_cookie_name(parts),
         value,
         max_age=max_age,
         path="/",
-        secure=secure(broker),
+        secure=secure(parts),
         httponly=True,
         samesite="lax",
     )
 
 
-def clear_session_cookie(broker: Broker, response: Response) -> None:
+def clear_session_cookie(parts: Components, response: Response) -> None:
     response.delete_cookie(
-        session_cookie_name(broker),
+        session_cookie_name(parts),
         path="/",
-        secure=secure(broker),
+        secure=secure(parts),
         httponly=True,
         samesite="lax",
     )
 
 
 # --- CSRF ------------------------------------------------------------------------------------
-def _csrf_key(broker: Broker) -> bytes:
-    assert broker.settings.secret_key is not None
-    return hmac.new(decode_key(broker.settings.secret_key), b"broker csrf v1", "sha256").digest()
+def _csrf_key(parts: Components) -> bytes:
+    assert parts.settings.secret_key is not None
+    return hmac.new(decode_key(parts.settings.secret_key), b"broker csrf v1", "sha256").digest()
 
 
 def _binding(purpose: str, params: Iterable[tuple[str, str]]) -> bytes:
     return json.dumps([purpose, sorted(params)], separators=(",", ":")).encode()
 
 
-def csrf_cookie_value(broker: Broker, request: Request) -> str:
+def csrf_cookie_value(parts: Components, request: Request) -> str:
     """The browser's CSRF cookie if it has a sane one (kept so two open tabs both work)."""
-    value = request.cookies.get(csrf_cookie_name(broker), "")
+    value = request.cookies.get(csrf_cookie_name(parts), "")
     if 20 <= len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum():
         return value
     return secrets.token_urlsafe(24)
 
 
-def csrf_token(broker: Broker, cookie: str, purpose: str, params: Iterable[tuple[str, str]]) -> str:
-    expires = int(broker.now().timestamp()) + broker.settings.login_form_ttl
-    mac = hmac.new(_csrf_key(broker), digestmod=hashlib.sha256)
+def csrf_token(
+    parts: Components, cookie: str, purpose: str, params: Iterable[tuple[str, str]]
+) -> str:
+    expires = int(parts.now().timestamp()) + parts.settings.login_form_ttl
+    mac = hmac.new(_csrf_key(parts), digestmod=hashlib.sha256)
     mac.update(f"{cookie}|{expires}|".encode())
     mac.update(_binding(purpose, params))
     sig = base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
@@ -181,49 +181,49 @@ def csrf_token(broker: Broker, cookie: str, purpose: str, params: Iterable[tuple
 
 
 def csrf_ok(
-    broker: Broker,
-    request: Request,
+    parts: Components,
+    cookie: str | None,
     token: str | None,
     purpose: str,
     params: Iterable[tuple[str, str]],
 ) -> bool:
-    cookie = request.cookies.get(csrf_cookie_name(broker))
+    """`cookie` is the browser's CSRF cookie value (`csrf_cookie_name`)."""
     if not cookie or not token or "." not in token or len(token) > 200:
         return False
     expires_text, sig = token.split(".", 1)
-    if not expires_text.isdigit() or int(expires_text) < broker.now().timestamp():
+    if not expires_text.isdigit() or int(expires_text) < parts.now().timestamp():
         return False
-    mac = hmac.new(_csrf_key(broker), digestmod=hashlib.sha256)
+    mac = hmac.new(_csrf_key(parts), digestmod=hashlib.sha256)
     mac.update(f"{cookie}|{expires_text}|".encode())
     mac.update(_binding(purpose, params))
     expected = base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
     return hmac.compare_digest(expected, sig)
 
 
-def set_csrf_cookie(broker: Broker, response: Response, value: str) -> None:
+def set_csrf_cookie(parts: Components, response: Response, value: str) -> None:
     response.set_cookie(
-        csrf_cookie_name(broker),
+        csrf_cookie_name(parts),
         value,
-        max_age=broker.settings.login_form_ttl,
+        max_age=parts.settings.login_form_ttl,
         path="/",
-        secure=secure(broker),
+        secure=secure(parts),
         httponly=True,
         samesite="lax",
     )
 
 
-async def page_params(request: Request, broker: Broker) -> dict[str, str] | Response:
+async def page_params(request: Request, parts: Components) -> dict[str, str] | Response:
     """The parameters of a browser page request (query for GET, form for POST), or the
     error page to show: malformed, repeated or oversized parameters never reach a client
     redirect, because nothing about them can be trusted yet."""
     try:
         if request.method == "POST":
-            pairs = await read_form(request, broker.settings.max_body_bytes)
+            pairs = await read_form(request, parts.settings.max_body_bytes)
         else:
             pairs = parse_pairs(request.url.query, what="query string")
             reject_duplicates(pairs)
     except BodyTooLarge:
-        return error_page(broker, "invalid_request", "The request is too large.", 413)
+        return error_page(parts, "invalid_request", "The request is too large.", 413)
     except OAuth2Error as err:
-        return error_page(broker, err.error, err.description or "Malformed request.")
+        return error_page(parts, err.error, err.description or "Malformed request.")
     return dict(pairs)

@@ -6,28 +6,21 @@ import logging
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from broker.core import Broker
 from broker.endpoints.discovery import metadata
 from broker.errors import error_body
 from broker.http.middleware import note, note_oauth_result
 from broker.http.oauth import BodyTooLarge, oauth_request, render
-from broker.http.threads import run_sync
+from broker.http.threads import components, run_sync
 from broker.server import BrokerAuthorizationServer
 from broker.store import StoreError, StoreUnavailable
 
 log = logging.getLogger("broker.http")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def _broker(request: Request) -> Broker:
-    broker: Broker = request.app.state.broker
-    return broker
 
 
 def _server(request: Request) -> BrokerAuthorizationServer:
@@ -49,9 +42,9 @@ def too_large() -> Response:
 
 
 async def token(request: Request) -> Response:
-    broker = _broker(request)
+    parts = components(request)
     try:
-        oreq = await oauth_request(request, broker.issuer, "/token", broker.settings.max_body_bytes)
+        oreq = await oauth_request(request, parts.issuer, "/token", parts.settings.max_body_bytes)
     except BodyTooLarge:
         return too_large()
     except OAuth2Error as err:
@@ -64,15 +57,15 @@ async def token(request: Request) -> Response:
 
 
 async def jwks(request: Request) -> Response:
-    broker = _broker(request)
+    parts = components(request)
     try:
-        body = await run_in_threadpool(broker.keys.jwks)
+        body = await run_sync(request, parts.keys.jwks)
     except StoreUnavailable:
         # Keys change rarely: the last set loaded is still right; never a 500.
         from broker import metrics
 
         metrics.store_error("jwks")
-        body = broker.keys.published()
+        body = parts.keys.published()
         if not body.get("keys"):
             return JSONResponse(
                 error_body(
@@ -84,16 +77,16 @@ async def jwks(request: Request) -> Response:
             )
     return JSONResponse(
         body,
-        headers={"Cache-Control": f"public, max-age={broker.settings.jwks_max_age}"},
+        headers={"Cache-Control": f"public, max-age={parts.settings.jwks_max_age}"},
         media_type="application/jwk-set+json",
     )
 
 
 def _metadata(request: Request) -> dict[str, Any]:
-    broker = _broker(request)
+    parts = components(request)
     cached: dict[str, Any] | None = getattr(request.app.state, "metadata", None)
     if cached is None:
-        cached = metadata(broker.issuer, signing_alg=broker.settings.signing_alg, openid=True)
+        cached = metadata(parts.issuer, signing_alg=parts.settings.signing_alg, openid=True)
         request.app.state.metadata = cached
     return cached
 
@@ -111,18 +104,18 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    broker = _broker(request)
+    parts = components(request)
 
     def check() -> dict[str, Any]:
         checks: dict[str, Any] = {}
         try:
-            broker.store.ping()
+            parts.store.ping()
             checks["store"] = "ok"
         except StoreError:
             checks["store"] = "unavailable"
             return checks
         try:
-            broker.keys.current()
+            parts.keys.current()
             checks["signing_key"] = "ok"
         except StoreError:
             checks["signing_key"] = "unavailable"
@@ -130,7 +123,7 @@ async def readyz(request: Request) -> Response:
             checks["signing_key"] = "missing"
         return checks
 
-    checks = await run_in_threadpool(check)
+    checks = await run_sync(request, check)
     ready = all(v == "ok" for v in checks.values())
     body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
     # ShotGrid is reported, never a reason to be unready (see broker/upstream/probe.py).

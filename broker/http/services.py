@@ -7,26 +7,26 @@ in the threadpool (it reads the store) and render its answer.
 from __future__ import annotations
 
 from authlib.oauth2 import OAuth2Error
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from broker.http.middleware import note_oauth_result
 from broker.http.oauth import BodyTooLarge, oauth_request, render
-from broker.http.routes import _broker, _server, oauth_error, too_large
+from broker.http.routes import _server, oauth_error, too_large
+from broker.http.threads import components, run_sync
 
 
 async def _endpoint(request: Request, name: str, path: str) -> Response:
-    broker = _broker(request)
+    parts = components(request)
     try:
-        oreq = await oauth_request(request, broker.issuer, path, broker.settings.max_body_bytes)
+        oreq = await oauth_request(request, parts.issuer, path, parts.settings.max_body_bytes)
     except BodyTooLarge:
         return too_large()
     except OAuth2Error as err:
         note_oauth_result(err.status_code, {"error": err.error})
         return oauth_error(err)
-    result = await run_in_threadpool(_server(request).create_endpoint_response, name, oreq)
+    result = await run_sync(request, _server(request).create_endpoint_response, name, oreq)
     note_oauth_result(result[0], result[1])
     return render(result)
 

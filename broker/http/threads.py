@@ -1,8 +1,10 @@
-"""Running the synchronous core (Authlib, the store) off the event loop.
+"""The one hop per request: the synchronous core (Authlib, the store, ShotGrid calls) runs
+on a worker thread, never on the event loop, and never hops back.
 
 A plain `ThreadPoolExecutor` rather than anyio's `to_thread`: under concurrent load the
 hop costs about 11 µs instead of 48 µs here, which is a tenth of a refresh grant's budget.
-The caller's contextvars (request id, log bindings) travel with the call.
+The caller's contextvars (request id, log bindings) travel with the call. Every route and
+middleware that needs the core uses `run_sync`; nothing else moves work off the loop.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from starlette.requests import Request
+from starlette.datastructures import State
+from starlette.requests import HTTPConnection
 
-from broker.grants import request_loop
+from broker.components import Components
 
 T = TypeVar("T")
 
@@ -27,10 +30,20 @@ def make_executor(threads: int = DEFAULT_THREADS) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="broker-core")
 
 
-async def run_sync(request: Request, func: Callable[..., T], *args: Any) -> T:
-    executor: ThreadPoolExecutor = request.app.state.executor
-    loop = asyncio.get_running_loop()
-    request_loop.set(loop)
+def components(request: HTTPConnection) -> Components:
+    parts: Components = request.app.state.components
+    return parts
+
+
+async def run_on(state: State, func: Callable[..., T], *args: Any) -> T:
+    """Run `func(*args)` on the app's worker threads (for ASGI middleware holding only the
+    app's state)."""
+    executor: ThreadPoolExecutor = state.executor
     ctx = contextvars.copy_context()
     call = functools.partial(ctx.run, func, *args)
-    return await loop.run_in_executor(executor, call)
+    return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+
+async def run_sync(request: HTTPConnection, func: Callable[..., T], *args: Any) -> T:
+    """Run `func(*args)` on the app's worker threads and await its result."""
+    return await run_on(request.app.state, func, *args)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.core import Broker
+from broker.components import Components
 from broker.errors import error_body
+from broker.http.threads import components, run_sync
 from broker.store import StoreUnavailable
 from broker.tokens.access import InactiveToken, validate_access_token
 from broker.tokens.claims import user_claims
@@ -24,34 +24,34 @@ from broker.tokens.claims import user_claims
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def _challenge(broker: Broker, error: str | None = None, description: str | None = None) -> str:
-    parts = [f'realm="{broker.issuer}"']
+def _challenge(issuer: str, error: str | None = None, description: str | None = None) -> str:
+    fields = [f'realm="{issuer}"']
     if error:
-        parts.append(f'error="{error}"')
+        fields.append(f'error="{error}"')
     if description:
-        parts.append(f'error_description="{description}"')
+        fields.append(f'error_description="{description}"')
     if error == "insufficient_scope":
-        parts.append('scope="openid"')
-    return "Bearer " + ", ".join(parts)
+        fields.append('scope="openid"')
+    return "Bearer " + ", ".join(fields)
 
 
 def _error(
-    broker: Broker, status: int, error: str, description: str, *, bare: bool = False
+    parts: Components, status: int, error: str, description: str, *, bare: bool = False
 ) -> Response:
     headers = dict(NO_STORE)
     headers["WWW-Authenticate"] = _challenge(
-        broker, None if bare else error, None if bare else description
+        parts.issuer, None if bare else error, None if bare else description
     )
     return JSONResponse(error_body(error, description), status_code=status, headers=headers)
 
 
-def _claims(broker: Broker, token: str) -> dict[str, Any]:
-    claims = validate_access_token(broker, token)
+def _claims(parts: Components, token: str) -> dict[str, Any]:
+    claims = validate_access_token(parts.keys, parts.store, parts.issuer, parts.now(), token)
     scope = str(claims.get("scope") or "")
     if "openid" not in scope.split():
         raise PermissionError
     sid = claims.get("sid")
-    session = broker.store.get_session(str(sid)) if sid else None
+    session = parts.store.get_session(str(sid)) if sid else None
     if session is None:
         raise InactiveToken("no user session")
     body: dict[str, Any] = {"sub": str(session.user_id)}
@@ -60,29 +60,29 @@ def _claims(broker: Broker, token: str) -> dict[str, Any]:
 
 
 async def userinfo(request: Request) -> Response:
-    broker: Broker = request.app.state.broker
+    parts = components(request)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if not header:
         # RFC 6750 §3.1: no credentials at all -> a bare challenge, no error code in it.
-        return _error(broker, 401, "invalid_token", "An access token is required.", bare=True)
+        return _error(parts, 401, "invalid_token", "An access token is required.", bare=True)
     if scheme.lower() != "bearer" or not token or " " in token:
         return _error(
-            broker,
+            parts,
             400,
             "invalid_request",
             "Send the access token as 'Authorization: Bearer <token>'.",
         )
     try:
-        body = await run_in_threadpool(_claims, broker, token)
+        body = await run_sync(request, _claims, parts, token)
     except InactiveToken:
         return _error(
-            broker, 401, "invalid_token", "The access token is expired, revoked or invalid."
+            parts, 401, "invalid_token", "The access token is expired, revoked or invalid."
         )
     except PermissionError:
         return _error(
-            broker, 403, "insufficient_scope", "The access token was not issued for 'openid'."
+            parts, 403, "insufficient_scope", "The access token was not issued for 'openid'."
         )
     except StoreUnavailable:
         return JSONResponse(

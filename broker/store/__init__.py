@@ -1,14 +1,20 @@
-"""The Store protocol: the written contract every backend MUST keep, and `open_store`.
+"""The store: protocols split by concern, the written contract every backend MUST keep,
+and `open_store`.
 
-Modelled on Dex's `storage.Storage`: one protocol, one conformance suite
-(`tests/store/conformance.py`) that every backend subclasses. The methods are synchronous;
-the HTTP layer calls them from the threadpool, never on the event loop.
+Modelled on Dex's `storage.Storage` and fosite's per-concern storage interfaces: each
+concern (clients, sessions, refresh families, keys, codes, counters, denylist, upstream
+tokens, leases) is its own protocol, so a component asks for exactly what it uses, and one
+conformance suite per concern (`tests/store/conformance.py`) runs against every backend.
+Backends offer storage and atomic primitives only; the rules (grace and reuse of refresh
+tokens, the key lifecycle, who may do what) live in `broker/tokens/` and the grants, once.
+The methods are synchronous; the HTTP layer calls them from its worker threads, never on
+the event loop.
 
 Every implementation MUST:
 - keep datetimes timezone-aware UTC at millisecond precision (`records.ms`), and check
   expiry itself on reads that say so (MongoDB TTL deletion runs about once a minute);
-- make each method documented as atomic a single compare-and-swap: two concurrent
-  `rotate_refresh_token` calls on one parent produce exactly one ROTATED;
+- make each method documented as atomic a single compare-and-swap: of two concurrent
+  `claim_refresh` calls on one parent exactly one gets `Claimed`;
 - raise `AlreadyExists` on duplicate primary keys where noted, return `None`/`False` for
   absent records (no NotFound for plain reads), and raise `StoreUnavailable` when the
   backend cannot be reached or times out (mapped to 503 `temporarily_unavailable`);
@@ -24,19 +30,22 @@ from typing import Protocol
 
 from broker.store.records import (
     SCHEMA_VERSION,
+    AlreadyClaimed,
     AuthCodeRecord,
+    Claim,
+    Claimed,
     ClientRecord,
     FamilyRecord,
     KeyRecord,
     KeyState,
     RefreshChain,
     RefreshTokenRecord,
-    RotationResult,
-    RotationStatus,
     SessionRecord,
     UpstreamTokenRecord,
     ms,
 )
+
+FamilyStarter = Callable[[AuthCodeRecord], tuple[FamilyRecord, RefreshTokenRecord]]
 
 
 class StoreError(Exception):
@@ -51,18 +60,7 @@ class StoreUnavailable(StoreError):
     """The backend is unreachable or timed out; the request may be retried later."""
 
 
-class Store(Protocol):
-    # --- lifecycle -----------------------------------------------------------------------
-    def ping(self) -> None:
-        """Raise StoreUnavailable unless the backend answers."""
-
-    def close(self) -> None: ...
-
-    def gc(self, now: datetime) -> int:
-        """Delete expired rows (sessions, families, tokens, codes, counters, denylist,
-        dropped keys, upstream tokens past their refresh expiry). Returns rows removed."""
-
-    # --- clients -------------------------------------------------------------------------
+class ClientStore(Protocol):
     def put_client(self, client: ClientRecord) -> None:
         """Insert or replace."""
 
@@ -73,7 +71,8 @@ class Store(Protocol):
 
     def delete_client(self, client_id: str) -> bool: ...
 
-    # --- sessions ------------------------------------------------------------------------
+
+class SessionStore(Protocol):
     def create_session(self, session: SessionRecord) -> None:
         """AlreadyExists on a duplicate sid."""
 
@@ -89,7 +88,10 @@ class Store(Protocol):
         """Atomically revoke the session and every family under it. False if already
         revoked or unknown."""
 
-    # --- refresh families and tokens -------------------------------------------------------
+
+class RefreshStore(Protocol):
+    """Refresh families and their tokens."""
+
     def create_family(self, family: FamilyRecord, first: RefreshTokenRecord) -> None:
         """Insert a family and its first token together (one transaction)."""
 
@@ -104,46 +106,41 @@ class Store(Protocol):
 
     def get_refresh_chain(self, jti: str) -> RefreshChain | None:
         """The token, its family and the family's session, read together (the refresh
-        grant's only read before its compare-and-swap); None if any of the three is
-        absent. State (used, revoked, expired) is returned as stored, not judged."""
+        grant's only read before its claim); None if any of the three is absent. State
+        (used, revoked, expired) is returned as stored, never judged here."""
 
-    def rotate_refresh_token(
-        self,
-        parent_jti: str,
-        successor: RefreshTokenRecord,
-        now: datetime,
-        grace: timedelta,
-    ) -> RotationResult:
-        """The refresh-rotation compare-and-swap, atomic as a whole.
+    def claim_refresh(self, parent_jti: str, successor: RefreshTokenRecord, now: datetime) -> Claim:
+        """The rotation compare-and-swap, atomic as a whole: if the parent is unused, mark
+        it used at `now` with `successor_jti`, store `successor` and return `Claimed`;
+        otherwise write nothing and return `AlreadyClaimed` with the parent's `used_at`
+        and the successor stored by the call that won (None if it is gone). The caller
+        has judged the chain (`broker.tokens.rotation`) before calling; an unknown parent
+        is a caller error (ValueError)."""
 
-        - parent unknown, expired (`expires_at <= now`), or its family revoked, expired, or
-          its session revoked/expired: INVALID (nothing written);
-        - parent unused: mark it used at `now` with `successor_jti`, insert `successor`,
-          return ROTATED with `successor` and the family;
-        - parent used at `used_at` with `now - used_at <= grace` and its successor unused:
-          GRACE with the earlier successor record (nothing written; `successor` discarded);
-        - otherwise (used, past grace or successor already used): revoke the family with
-          reason `reuse` and return REUSED.
-        """
 
-    # --- signing keys --------------------------------------------------------------------
+class KeyStore(Protocol):
+    """Signing keys. The lifecycle (what to promote, retire, drop, and when) is decided in
+    `broker.tokens.keys`; these are its storage and its atomic state changes."""
+
     def list_keys(self) -> list[KeyRecord]:
         """All keys, oldest first (by created_at, then kid)."""
 
     def bootstrap_keys(self, keys: list[KeyRecord]) -> list[KeyRecord]:
-        """Insert `keys` only if the store holds no key of the same `use` yet; either way,
-        return all keys. Concurrent first starts agree on one set."""
+        """Per `use` among `keys`: insert that use's keys only if the store holds no key
+        of that use yet (insert-if-none); either way, return all keys. Concurrent first
+        starts agree on one set."""
 
     def add_key(self, key: KeyRecord) -> None:
         """AlreadyExists on a duplicate kid."""
 
-    def promote_key(
-        self, expected_current: str | None, next_kid: str, new_next: KeyRecord, at: datetime
+    def promote_key_if(
+        self, next_kid: str, *, current: str | None, new_next: KeyRecord, at: datetime
     ) -> bool:
-        """Atomically: the key `expected_current` (state CURRENT, or no current key when
-        None) becomes RETIRED with retired_at=`at`; `next_kid` (state NEXT) becomes
-        CURRENT with activated_at=`at`; `new_next` is inserted. False (nothing written)
-        if the states no longer match: another process rotated first."""
+        """Compare-and-swap of key states: if `next_kid` is NEXT and the CURRENT key of its
+        use is `current` (None: there is none), then `next_kid` becomes CURRENT
+        (activated_at=`at`), `current` becomes RETIRED (retired_at=`at`) and `new_next`
+        is inserted, together. False (nothing written) if either state no longer
+        matches: another process changed the keys first."""
 
     def retire_key(self, kid: str, at: datetime, drop_after: datetime) -> bool:
         """Mark a key RETIRED (from any state) with its drop time; False if unknown."""
@@ -151,7 +148,10 @@ class Store(Protocol):
     def set_drop_after(self, kid: str, drop_after: datetime) -> None:
         """Set when a retired key may be deleted."""
 
-    # --- upstream token custody --------------------------------------------------------------
+
+class UpstreamTokenStore(Protocol):
+    """Sealed ShotGrid tokens (custody and the sudo cache)."""
+
     def get_upstream_tokens(self, key: str) -> UpstreamTokenRecord | None: ...
 
     def put_upstream_tokens(self, record: UpstreamTokenRecord) -> None:
@@ -163,23 +163,42 @@ class Store(Protocol):
 
     def delete_upstream_tokens(self, key: str) -> None: ...
 
-    # --- leases (single flight across processes) ----------------------------------------------
+
+class LeaseStore(Protocol):
+    """Single flight across processes and replicas."""
+
     def try_lease(self, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
         """Take the lease if free, expired, or already ours; atomic."""
 
     def release_lease(self, name: str, owner: str) -> None: ...
 
-    # --- authorization codes -----------------------------------------------------------------
+
+class CodeStore(Protocol):
+    """Authorization codes (RFC 6749 §4.1.2), stored by hash."""
+
     def create_code(self, code: AuthCodeRecord) -> None: ...
 
-    def redeem_code(self, code_hash: str, now: datetime) -> tuple[AuthCodeRecord | None, bool]:
-        """Atomically mark the code used. Returns (record, True) on first use of an
-        unexpired code, (record, False) on a replay (record as stored, used_at set),
-        (None, False) when unknown or expired."""
+    def redeem_code(
+        self, code_hash: str, now: datetime, start_family: FamilyStarter
+    ) -> tuple[AuthCodeRecord | None, bool]:
+        """Redeem a code and start the refresh family its tokens belong to, as one atomic
+        step, so a concurrent replay always finds the family to revoke (Dex's
+        read-modify-write with an updater: the caller's pure `start_family` builds the
+        family and its first token from the code record).
 
-    def set_code_family(self, code_hash: str, family_id: str) -> None: ...
+        First use of an unexpired code: mark it used at `now`, store the family and first
+        token `start_family(record)` returns and `family_id` on the code, return
+        (record, True). A replay: mark `replayed_at` (first replay only) and return
+        (record as stored, False), its `family_id` naming the family to revoke. Unknown
+        or expired: (None, False). Backends without multi-document transactions must
+        still guarantee that a replay concurrent with the first use leaves the family
+        revoked: the first use re-reads the code after storing the family and revokes the
+        family itself if it finds the code replayed meanwhile."""
 
-    # --- counters (login throttling) ----------------------------------------------------------
+
+class CounterStore(Protocol):
+    """Fixed-window counters (login throttling)."""
+
     def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:
         """Atomically increment a fixed-window counter and return the new count; a counter
         older than `window` restarts at 1."""
@@ -189,10 +208,37 @@ class Store(Protocol):
 
     def reset_counter(self, key: str) -> None: ...
 
-    # --- access-token denylist ----------------------------------------------------------------
+
+class DenylistStore(Protocol):
+    """Revoked access tokens, by jti, until they expire (RFC 7009)."""
+
     def deny_access_token(self, jti: str, expires_at: datetime) -> None: ...
 
     def is_access_token_denied(self, jti: str, now: datetime) -> bool: ...
+
+
+class Store(
+    ClientStore,
+    SessionStore,
+    RefreshStore,
+    KeyStore,
+    UpstreamTokenStore,
+    LeaseStore,
+    CodeStore,
+    CounterStore,
+    DenylistStore,
+    Protocol,
+):
+    """Everything a backend implements: every concern above, plus its lifecycle."""
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the backend answers."""
+
+    def close(self) -> None: ...
+
+    def gc(self, now: datetime) -> int:
+        """Delete expired rows (sessions, families, tokens, codes, counters, denylist,
+        dropped keys, upstream tokens past their refresh expiry). Returns rows removed."""
 
 
 StoreFactory = Callable[[str], Store]
@@ -224,21 +270,32 @@ def _load_builtin(scheme: str) -> None:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AlreadyClaimed",
     "AlreadyExists",
     "AuthCodeRecord",
+    "Claim",
+    "Claimed",
     "ClientRecord",
+    "ClientStore",
+    "CodeStore",
+    "CounterStore",
+    "DenylistStore",
     "FamilyRecord",
+    "FamilyStarter",
     "KeyRecord",
     "KeyState",
+    "KeyStore",
+    "LeaseStore",
     "RefreshChain",
+    "RefreshStore",
     "RefreshTokenRecord",
-    "RotationResult",
-    "RotationStatus",
     "SessionRecord",
+    "SessionStore",
     "Store",
     "StoreError",
     "StoreUnavailable",
     "UpstreamTokenRecord",
+    "UpstreamTokenStore",
     "ms",
     "open_store",
     "register_backend",

@@ -9,7 +9,7 @@ Safety rests on single-document compare-and-swap: every contested step is ONE co
 `find_one_and_update`/`update_one` on the state that decides (never read-then-write), and
 any second write that follows it is idempotent, so a crash between the two leaves nothing
 a retry cannot finish. No multi-document transactions: they need a replica set, and no
-step needs one under this design (see `rotate_refresh_token`, `promote_key`,
+step needs one under this design (see `claim_refresh`, `redeem_code`, `promote_key_if`,
 `bootstrap_keys`). Documents carry `schema` and, when they expire, `expire_at` under a TTL
 index; TTL deletion is late (about once a minute), so every read checks expiry itself.
 Indexes are created on first use rather than at construction, so a broker can start while
@@ -39,19 +39,26 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from broker.store import AlreadyExists, StoreError, StoreUnavailable, register_backend
+from broker.store import (
+    AlreadyExists,
+    FamilyStarter,
+    StoreError,
+    StoreUnavailable,
+    register_backend,
+)
 from broker.store._codec import StoredFormError, from_doc, to_doc, upstream_gc_at
 from broker.store.records import (
     SCHEMA_VERSION,
+    AlreadyClaimed,
     AuthCodeRecord,
+    Claim,
+    Claimed,
     ClientRecord,
     FamilyRecord,
     KeyRecord,
     KeyState,
     RefreshChain,
     RefreshTokenRecord,
-    RotationResult,
-    RotationStatus,
     SessionRecord,
     UpstreamTokenRecord,
     ms,
@@ -278,6 +285,14 @@ class MongoStore:
         # A crash between the two inserts leaves a family without tokens: unusable, and
         # removed by TTL/gc at its expiry.
 
+    def _ensure_family(self, family: FamilyRecord, first: RefreshTokenRecord) -> None:
+        """Idempotent inserts of a family and its first token (code redemption: the
+        decisive write was the code's, so a retry may repeat these)."""
+        fam = _doc(family, "family_id", family.expires_at)
+        self._families.update_one({"_id": fam["_id"]}, {"$setOnInsert": fam}, upsert=True)
+        tok = _doc(first, "jti", first.expires_at)
+        self._tokens.update_one({"_id": tok["_id"]}, {"$setOnInsert": tok}, upsert=True)
+
     def get_family(self, family_id: str) -> FamilyRecord | None:
         return _opt(FamilyRecord, self._families.find_one({"_id": family_id}))
 
@@ -303,61 +318,29 @@ class MongoStore:
             return None
         return RefreshChain(token, family, session)
 
-    def rotate_refresh_token(
-        self,
-        parent_jti: str,
-        successor: RefreshTokenRecord,
-        now: datetime,
-        grace: timedelta,
-    ) -> RotationResult:
+    def claim_refresh(self, parent_jti: str, successor: RefreshTokenRecord, now: datetime) -> Claim:
         """The single-document CAS on the parent decides; the successor is embedded in the
-        parent by that same write, so the insert that follows is idempotent and a GRACE
-        caller can finish it if the winner crashed (or has not got there yet)."""
+        parent by that same write, so the insert that follows is idempotent and a loser
+        can finish it if the winner crashed (or has not got there yet)."""
         now = ms(now)
-        invalid = RotationResult(RotationStatus.INVALID)
+        succ_doc = _doc(successor, "jti", successor.expires_at)
+        won = self._tokens.find_one_and_update(
+            {"_id": parent_jti, "used_at": None},
+            {"$set": {"used_at": now, "successor_jti": successor.jti, "successor": succ_doc}},
+            projection={"_id": 1},
+        )
+        if won is not None:
+            self._materialise(succ_doc)
+            return Claimed()
         parent = self._tokens.find_one({"_id": parent_jti})
-        if parent is None or parent["expires_at"] <= now:
-            return invalid
-        fam_doc = self._families.find_one({"_id": parent["family_id"]})
-        if fam_doc is None or fam_doc.get("revoked_at") or fam_doc["expires_at"] <= now:
-            return invalid
-        session = self._sessions.find_one(
-            {"_id": fam_doc["sid"]}, {"revoked_at": 1, "expires_at": 1}
+        if parent is None or parent.get("used_at") is None:
+            raise ValueError(f"no refresh token {parent_jti!r} to claim")
+        earlier = self._tokens.find_one({"_id": parent.get("successor_jti")})
+        if earlier is None and parent.get("successor") is not None:
+            earlier = self._materialise(parent["successor"])
+        return AlreadyClaimed(
+            parent["used_at"], None if earlier is None else from_doc(RefreshTokenRecord, earlier)
         )
-        if session is None or session.get("revoked_at") or session["expires_at"] <= now:
-            return invalid
-        family = from_doc(FamilyRecord, fam_doc)
-
-        if parent.get("used_at") is None:
-            if successor.family_id != family.family_id:
-                raise ValueError("the successor belongs to another family")
-            succ_doc = _doc(successor, "jti", successor.expires_at)
-            won = self._tokens.find_one_and_update(
-                {"_id": parent_jti, "used_at": None, "expires_at": {"$gt": now}},
-                {"$set": {"used_at": now, "successor_jti": successor.jti, "successor": succ_doc}},
-                projection={"_id": 1},
-            )
-            if won is not None:
-                self._materialise(succ_doc)
-                return RotationResult(RotationStatus.ROTATED, successor, family)
-            parent = self._tokens.find_one({"_id": parent_jti})
-            if parent is None or parent.get("used_at") is None:
-                return invalid  # expired or removed meanwhile
-
-        if now - parent["used_at"] <= grace:
-            earlier = self._tokens.find_one({"_id": parent.get("successor_jti")})
-            if earlier is None and parent.get("successor") is not None:
-                earlier = self._materialise(parent["successor"])
-            if earlier is not None and earlier.get("used_at") is None:
-                return RotationResult(
-                    RotationStatus.GRACE, from_doc(RefreshTokenRecord, earlier), family
-                )
-        self._families.update_one(
-            {"_id": family.family_id, "revoked_at": None},
-            {"$set": {"revoked_at": now, "revoked_reason": "reuse"}},
-        )
-        revoked = self._families.find_one({"_id": family.family_id})
-        return RotationResult(RotationStatus.REUSED, None, _opt(FamilyRecord, revoked) or family)
 
     def _materialise(self, succ_doc: Doc) -> Doc:
         """Insert the successor if absent (idempotent); return it as stored."""
@@ -379,9 +362,13 @@ class MongoStore:
         for use in dict.fromkeys(k.use for k in keys):
             marker_id = f"bootstrap:{use}"
             marker = self._meta.find_one({"_id": marker_id})
+            if marker is None and self._keys.find_one(self._use_filter(use), {"_id": 1}):
+                # Keys of this use exist: added without bootstrap, or by a bootstrap under
+                # way (whose marker was written before any of its keys).
+                marker = self._meta.find_one({"_id": marker_id})
+                if marker is None or marker.get("complete"):
+                    continue
             if marker is None:
-                if self._keys.find_one(self._use_filter(use), {"_id": 1}) is not None:
-                    continue  # keys of this use were added without bootstrap
                 proposal = [_key_doc(k) for k in keys if k.use == use]
                 with contextlib.suppress(DuplicateKeyError):  # another process proposed first
                     self._meta.insert_one(
@@ -409,8 +396,8 @@ class MongoStore:
     def add_key(self, key: KeyRecord) -> None:
         self._insert(self._keys, _key_doc(key))
 
-    def promote_key(
-        self, expected_current: str | None, next_kid: str, new_next: KeyRecord, at: datetime
+    def promote_key_if(
+        self, next_kid: str, *, current: str | None, new_next: KeyRecord, at: datetime
     ) -> bool:
         """The CAS is NEXT -> CURRENT on `next_kid`: of concurrent promoters only one flips
         it. The expectation on the current key is checked before (a promoter reads current
@@ -426,9 +413,7 @@ class MongoStore:
                 {**self._use_filter(nxt.use), "state": KeyState.CURRENT.value}, {"_id": 1}
             )
         ]
-        if (expected_current is None and currents) or (
-            expected_current is not None and expected_current not in currents
-        ):
+        if currents != ([] if current is None else [current]):
             return False
         if self._keys.find_one({"_id": new_next.kid}, {"_id": 1}) is not None:
             raise AlreadyExists(f"keys: {new_next.kid!r} already stored")
@@ -438,9 +423,9 @@ class MongoStore:
         )
         if flipped.modified_count == 0:
             return False
-        if expected_current is not None:
+        if current is not None:
             self._keys.update_one(
-                {"_id": expected_current, "state": KeyState.CURRENT.value},
+                {"_id": current, "state": KeyState.CURRENT.value},
                 {"$set": {"state": KeyState.RETIRED.value, "retired_at": at}},
             )
         doc = _key_doc(new_next)
@@ -522,22 +507,41 @@ class MongoStore:
     def create_code(self, code: AuthCodeRecord) -> None:
         self._insert(self._codes, _doc(code, "code_hash", code.expires_at))
 
-    def redeem_code(self, code_hash: str, now: datetime) -> tuple[AuthCodeRecord | None, bool]:
+    def redeem_code(
+        self, code_hash: str, now: datetime, start_family: FamilyStarter
+    ) -> tuple[AuthCodeRecord | None, bool]:
+        """The CAS on the code document decides and names the family; the family's inserts
+        follow (idempotent). A replay marks the code first and its caller revokes the
+        family after; the first use re-reads the code after inserting the family. Of any
+        interleaving of the two, at least one side sees the other: a replayed code's
+        family is revoked even when the replay overtakes the inserts."""
         now = ms(now)
-        doc = self._codes.find_one_and_update(
-            {"_id": code_hash, "used_at": None, "expires_at": {"$gt": now}},
-            {"$set": {"used_at": now}},
-            return_document=ReturnDocument.AFTER,
+        current = self._codes.find_one({"_id": code_hash, "expires_at": {"$gt": now}})
+        if current is None:
+            return None, False
+        if current.get("used_at") is None:
+            family, first = start_family(from_doc(AuthCodeRecord, current))
+            if first.family_id != family.family_id:
+                raise ValueError("the first token belongs to another family")
+            doc = self._codes.find_one_and_update(
+                {"_id": code_hash, "used_at": None, "expires_at": {"$gt": now}},
+                {"$set": {"used_at": now, "family_id": family.family_id}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                self._ensure_family(family, first)
+                again = self._codes.find_one({"_id": code_hash}, {"replayed_at": 1})
+                if again is not None and again.get("replayed_at") is not None:
+                    self.revoke_family(family.family_id, now, "code_replay")
+                return from_doc(AuthCodeRecord, doc), True
+        self._codes.update_one(
+            {"_id": code_hash, "replayed_at": None, "used_at": {"$ne": None}},
+            {"$set": {"replayed_at": now}},
         )
-        if doc is not None:
-            return from_doc(AuthCodeRecord, doc), True
         doc = self._codes.find_one({"_id": code_hash})
         if doc is None or doc["expires_at"] <= now:
             return None, False
         return from_doc(AuthCodeRecord, doc), False
-
-    def set_code_family(self, code_hash: str, family_id: str) -> None:
-        self._codes.update_one({"_id": code_hash}, {"$set": {"family_id": family_id}})
 
     # --- counters -----------------------------------------------------------------------------
     def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:

@@ -102,15 +102,21 @@ class RefreshTokenRecord:
     successor_jti: str | None = None
 
 
-class RotationStatus(StrEnum):
-    ROTATED = "rotated"
-    """The parent was unused: it is now used and the successor is stored."""
-    GRACE = "grace"
-    """The parent was used within the grace period: `successor` is the earlier successor."""
-    REUSED = "reused"
-    """The parent was used before the grace period: the family is now revoked."""
-    INVALID = "invalid"
-    """Unknown token, expired, or its family/session already revoked or expired."""
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """`claim_refresh` marked the parent used and stored the successor: this call won."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyClaimed:
+    """`claim_refresh` found the parent already used (by another call, maybe a concurrent
+    one): when, and the successor that call stored (None if it is gone)."""
+
+    used_at: datetime
+    successor: RefreshTokenRecord | None
+
+
+Claim = Claimed | AlreadyClaimed
 
 
 class RefreshChain(NamedTuple):
@@ -119,13 +125,6 @@ class RefreshChain(NamedTuple):
     token: RefreshTokenRecord
     family: FamilyRecord
     session: SessionRecord
-
-
-@dataclass(frozen=True, slots=True)
-class RotationResult:
-    status: RotationStatus
-    successor: RefreshTokenRecord | None = None
-    family: FamilyRecord | None = None
 
 
 class KeyState(StrEnum):
@@ -179,3 +178,5 @@ class AuthCodeRecord:
     used_at: datetime | None = None
     family_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    replayed_at: datetime | None = None
+    """First time the code was presented again after its redemption."""

@@ -7,9 +7,9 @@ epoch milliseconds, tuples and dicts as JSON text, enums as text) plus `schema`.
 the store creates missing tables and adds missing columns, so a file written by an older
 version opens; readers fill defaults for what older rows lack (`_codec`).
 
-Compare-and-swap: a single conditional statement whose rowcount decides (codes, leases,
-upstream custody, counters), or one short `BEGIN IMMEDIATE` transaction where several rows
-move together (refresh rotation, key promotion, session revocation, bootstrap). BEGIN
+Compare-and-swap: a single conditional statement whose rowcount decides (leases, upstream
+custody, counters), or one short `BEGIN IMMEDIATE` transaction where several rows move
+together (refresh claims, code redemption, key promotion, session revocation, bootstrap). BEGIN
 IMMEDIATE takes the write lock up front, so the read that decides and the writes that
 follow cannot interleave with another writer, in this process or another.
 """
@@ -17,21 +17,28 @@ follow cannot interleave with another writer, in this process or another.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from broker.store import AlreadyExists, StoreError, StoreUnavailable, register_backend
+from broker.store import (
+    AlreadyExists,
+    FamilyStarter,
+    StoreError,
+    StoreUnavailable,
+    register_backend,
+)
 from broker.store._codec import (
     StoredFormError,
     field_names,
+    from_ms,
     from_row,
     opt_ms,
     specs,
@@ -42,15 +49,16 @@ from broker.store._codec import (
 )
 from broker.store.records import (
     SCHEMA_VERSION,
+    AlreadyClaimed,
     AuthCodeRecord,
+    Claim,
+    Claimed,
     ClientRecord,
     FamilyRecord,
     KeyRecord,
     KeyState,
     RefreshChain,
     RefreshTokenRecord,
-    RotationResult,
-    RotationStatus,
     SessionRecord,
     UpstreamTokenRecord,
     ms,
@@ -106,13 +114,6 @@ def _insert_sql(table: str, cls: type[Any], extra: tuple[str, ...] = (), verb: s
 _INSERT = {t: _insert_sql(t, cls) for t, (cls, _, _) in _RECORD_TABLES.items()}
 _REPLACE_CLIENT = _insert_sql("clients", ClientRecord, verb="OR REPLACE")
 _REPLACE_UPSTREAM = _insert_sql("upstream_tokens", UpstreamTokenRecord, ("gc_at",), "OR REPLACE")
-
-_ROTATION_SELECT = (
-    "SELECT f.*, t.used_at AS t_used_at, t.successor_jti AS t_successor_jti,"
-    " t.expires_at AS t_expires_at, s.revoked_at AS s_revoked_at, s.expires_at AS s_expires_at"
-    " FROM refresh_tokens t JOIN families f ON f.family_id = t.family_id"
-    " LEFT JOIN sessions s ON s.sid = f.sid WHERE t.jti = ?"
-)
 
 
 def _prefixed(alias: str, cls: type[Any]) -> list[str]:
@@ -412,52 +413,27 @@ class SQLiteStore:
             from_row(SessionRecord, parts["s"]),
         )
 
-    def rotate_refresh_token(
-        self,
-        parent_jti: str,
-        successor: RefreshTokenRecord,
-        now: datetime,
-        grace: timedelta,
-    ) -> RotationResult:
+    def claim_refresh(self, parent_jti: str, successor: RefreshTokenRecord, now: datetime) -> Claim:
         t = to_ms(now)
         with self._tx() as conn:
-            row = conn.execute(_ROTATION_SELECT, (parent_jti,)).fetchone()
-            if (
-                row is None
-                or row["t_expires_at"] <= t
-                or row["revoked_at"] is not None
-                or row["expires_at"] <= t
-                or row["s_revoked_at"] is not None
-                or row["s_expires_at"] is None  # no session
-                or row["s_expires_at"] <= t
-            ):
-                return RotationResult(RotationStatus.INVALID)
-            family = from_row(FamilyRecord, row)
-            used_at = row["t_used_at"]
-            if used_at is None:
-                if successor.family_id != family.family_id:
-                    raise ValueError("the successor belongs to another family")
-                conn.execute(
-                    "UPDATE refresh_tokens SET used_at = ?, successor_jti = ? WHERE jti = ?",
-                    (t, successor.jti, parent_jti),
-                )
+            won = conn.execute(
+                "UPDATE refresh_tokens SET used_at = ?, successor_jti = ?"
+                " WHERE jti = ? AND used_at IS NULL",
+                (t, successor.jti, parent_jti),
+            ).rowcount
+            if won:
                 self._insert(conn, "refresh_tokens", successor)
-                return RotationResult(RotationStatus.ROTATED, successor, family)
-            if t - used_at <= grace // _MS:
-                earlier = conn.execute(
-                    "SELECT * FROM refresh_tokens WHERE jti = ?", (row["t_successor_jti"],)
-                ).fetchone()
-                if earlier is not None and earlier["used_at"] is None:
-                    return RotationResult(
-                        RotationStatus.GRACE, from_row(RefreshTokenRecord, earlier), family
-                    )
-            conn.execute(
-                "UPDATE families SET revoked_at = ?, revoked_reason = 'reuse'"
-                " WHERE family_id = ? AND revoked_at IS NULL",
-                (t, family.family_id),
-            )
-            family = dataclasses.replace(family, revoked_at=ms(now), revoked_reason="reuse")
-            return RotationResult(RotationStatus.REUSED, None, family)
+                return Claimed()
+            row = conn.execute(
+                "SELECT p.used_at AS p_used_at, s.* FROM refresh_tokens p"
+                " LEFT JOIN refresh_tokens s ON s.jti = p.successor_jti WHERE p.jti = ?",
+                (parent_jti,),
+            ).fetchone()
+        if row is None:
+            raise ValueError(f"no refresh token {parent_jti!r} to claim")
+        used_at = row.pop("p_used_at")
+        earlier = None if row["jti"] is None else from_row(RefreshTokenRecord, row)
+        return AlreadyClaimed(from_ms(used_at), earlier)
 
     # --- signing keys --------------------------------------------------------------------
     def list_keys(self) -> list[KeyRecord]:
@@ -481,8 +457,8 @@ class SQLiteStore:
     def add_key(self, key: KeyRecord) -> None:
         self._insert(self._conn(), "keys", key)
 
-    def promote_key(
-        self, expected_current: str | None, next_kid: str, new_next: KeyRecord, at: datetime
+    def promote_key_if(
+        self, next_kid: str, *, current: str | None, new_next: KeyRecord, at: datetime
     ) -> bool:
         t = to_ms(at)
         with self._tx() as conn:
@@ -496,15 +472,12 @@ class SQLiteStore:
                     (nxt["use"], KeyState.CURRENT.value),
                 )
             ]
-            if expected_current is None:
-                if currents:
-                    return False
-            elif expected_current not in currents:
+            if currents != ([] if current is None else [current]):
                 return False
-            else:
+            if current is not None:
                 conn.execute(
                     "UPDATE keys SET state = ?, retired_at = ? WHERE kid = ?",
-                    (KeyState.RETIRED.value, t, expected_current),
+                    (KeyState.RETIRED.value, t, current),
                 )
             conn.execute(
                 "UPDATE keys SET state = ?, activated_at = ? WHERE kid = ?",
@@ -573,25 +546,32 @@ class SQLiteStore:
     def create_code(self, code: AuthCodeRecord) -> None:
         self._insert(self._conn(), "codes", code)
 
-    def redeem_code(self, code_hash: str, now: datetime) -> tuple[AuthCodeRecord | None, bool]:
+    def redeem_code(
+        self, code_hash: str, now: datetime, start_family: FamilyStarter
+    ) -> tuple[AuthCodeRecord | None, bool]:
         t = to_ms(now)
-        conn = self._conn()
-        rows = conn.execute(
-            "UPDATE codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL"
-            " AND expires_at > ? RETURNING *",
-            (t, code_hash, t),
-        ).fetchall()
-        if rows:
-            return from_row(AuthCodeRecord, rows[0]), True
-        row = self._one("SELECT * FROM codes WHERE code_hash = ?", (code_hash,))
-        if row is None or row["expires_at"] <= t:
-            return None, False
-        return from_row(AuthCodeRecord, row), False
-
-    def set_code_family(self, code_hash: str, family_id: str) -> None:
-        self._conn().execute(
-            "UPDATE codes SET family_id = ? WHERE code_hash = ?", (family_id, code_hash)
-        )
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT * FROM codes WHERE code_hash = ? AND expires_at > ?", (code_hash, t)
+            ).fetchone()
+            if row is None:
+                return None, False
+            record = from_row(AuthCodeRecord, row)
+            if record.used_at is None:
+                family, first = start_family(record)
+                if first.family_id != family.family_id:
+                    raise ValueError("the first token belongs to another family")
+                conn.execute(
+                    "UPDATE codes SET used_at = ?, family_id = ? WHERE code_hash = ?",
+                    (t, family.family_id, code_hash),
+                )
+                self._insert(conn, "families", family)
+                self._insert(conn, "refresh_tokens", first)
+                return replace(record, used_at=ms(now), family_id=family.family_id), True
+            if record.replayed_at is None:
+                conn.execute("UPDATE codes SET replayed_at = ? WHERE code_hash = ?", (t, code_hash))
+                record = replace(record, replayed_at=ms(now))
+            return record, False
 
     # --- counters -----------------------------------------------------------------------------
     def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:

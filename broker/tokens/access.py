@@ -8,13 +8,17 @@ deactivation) or its refresh family was revoked (reuse, revocation, logout).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any, Protocol
 
-from broker.store import ms
+from broker.store import DenylistStore, RefreshStore, SessionStore
 from broker.tokens.claims import ACCESS_TOKEN_TYP, epoch
+from broker.tokens.keys import KeyManager
 
-if TYPE_CHECKING:
-    from broker.core import Broker
+
+class AccessStore(DenylistStore, SessionStore, RefreshStore, Protocol):
+    """What the check reads: the denylist, sessions and families."""
+
 
 LEEWAY = 30
 """Seconds of clock skew tolerated on `iat` (tokens from a peer replica)."""
@@ -28,15 +32,17 @@ class InactiveToken(Exception):
         self.reason = reason
 
 
-def validate_access_token(broker: Broker, token: str) -> dict[str, Any]:
-    """Claims of an active access token, else InactiveToken. Synchronous (store reads):
-    call it from the threadpool."""
+def validate_access_token(
+    keys: KeyManager, store: AccessStore, issuer: str, at: datetime, token: str
+) -> dict[str, Any]:
+    """Claims of an access token active at `at`, else InactiveToken. Synchronous (store
+    reads): call it from a worker thread."""
     try:
-        claims = broker.keys.verify(token, use="sig", typ=ACCESS_TOKEN_TYP)
+        claims = keys.verify(token, use="sig", typ=ACCESS_TOKEN_TYP)
     except ValueError as exc:
         raise InactiveToken(f"signature: {exc}") from None
-    now = epoch(ms(broker.clock()))
-    if claims.get("iss") != broker.issuer:
+    now = epoch(at)
+    if claims.get("iss") != issuer:
         raise InactiveToken("wrong issuer")
     exp, iat, jti = claims.get("exp"), claims.get("iat"), claims.get("jti")
     if not isinstance(exp, int) or isinstance(exp, bool) or exp <= now:
@@ -45,13 +51,12 @@ def validate_access_token(broker: Broker, token: str) -> dict[str, Any]:
         raise InactiveToken("issued in the future")
     if not isinstance(jti, str) or not jti:
         raise InactiveToken("no jti")
-    store = broker.store
-    if store.is_access_token_denied(jti, broker.now()):
+    if store.is_access_token_denied(jti, at):
         raise InactiveToken("revoked")
     sid = claims.get("sid")
     if sid is not None:
         session = store.get_session(str(sid))
-        if session is None or session.revoked or session.expires_at <= broker.now():
+        if session is None or session.revoked or session.expires_at <= at:
             raise InactiveToken("session ended")
     fam = claims.get("fam")
     if fam is not None:

@@ -1,15 +1,19 @@
 """Signing keys: generation, the next → current → retired lifecycle, the JWKS, and signing.
 
 - *next*: published in the JWKS but not signing, so every validator has it cached before
-  the first token signed with it arrives (published at least `jwks_max_age` ahead);
+  the first token signed with it arrives (published at least `jwks_max_age` ahead; a
+  rotation only ever promotes a next key that was already there, never one it makes);
 - *current*: signs; exactly one per algorithm;
 - *retired*: still published until every token it signed has expired (`drop_after`),
   then deleted.
 
-Private keys live in the store sealed under the key-encryption key (`crypto.Sealer`), the
-kid as associated data. Every process reloads the key set from the store at least every
-`reload_interval` (a fraction of the JWKS cache period), and at once when it meets a kid it
-does not know, so replicas agree on the signing key within one JWKS cache period.
+The lifecycle rules (`promotion`, `retire_refusal`) are pure functions of the key records;
+the store offers only reads, inserts and one compare-and-swap of states
+(`KeyStore.promote_key_if`). Private keys live in the store sealed under the key-encryption
+key (`crypto.Sealer`), the kid as associated data. Every process reloads the key set from
+the store at least every `reload_interval` (a fraction of the JWKS cache period), and at
+once when it meets a kid it does not know, so replicas agree on the signing key within one
+JWKS cache period.
 A separate HS256 key (use `rt`) MACs refresh tokens: only the broker ever verifies them, and
 a MAC keeps the refresh grant at one public-key signature.
 """
@@ -29,7 +33,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from broker.events import audit
-from broker.store import KeyRecord, KeyState, Store, ms
+from broker.store import KeyRecord, KeyState, KeyStore, ms
 from broker.tokens.crypto import Sealer
 
 ID_TOKEN_ALG = "RS256"
@@ -40,6 +44,36 @@ AnyKey = RSAKey | ECKey | OctKey
 
 class KeyError_(Exception):
     """No usable key (store empty, or sealed under an unknown key-encryption key)."""
+
+
+class KeyRefused(Exception):
+    """A lifecycle step the rules refuse (retiring the signing key, rotating without a
+    published next key); the message says what to do instead."""
+
+
+def _signing(records: list[KeyRecord], alg: str) -> list[KeyRecord]:
+    return [r for r in records if r.use == "sig" and r.alg == alg]
+
+
+def promotion(records: list[KeyRecord], alg: str) -> tuple[KeyRecord | None, KeyRecord | None]:
+    """(current, next) signing keys of `alg`: a rotation promotes that next key and
+    retires that current one. Next None: there is nothing published to promote."""
+    keys = _signing(records, alg)
+    current = next((r for r in keys if r.state is KeyState.CURRENT), None)
+    upcoming = next((r for r in keys if r.state is KeyState.NEXT), None)
+    return current, upcoming
+
+
+def retire_refusal(records: list[KeyRecord], kid: str) -> str | None:
+    """Why `kid` may not be retired, or None. A current key signs: rotate first. A next
+    key may go only because `KeyManager.retire` publishes a new next key in its place,
+    so a later rotation still promotes a key validators have already seen."""
+    target = next((r for r in records if r.kid == kid and r.use == "sig"), None)
+    if target is None:
+        return f"no signing key with kid {kid!r}"
+    if target.state is KeyState.CURRENT:
+        return f"key {kid} is signing; run `token-broker keys rotate` first"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +110,7 @@ class KeyManager:
 
     def __init__(
         self,
-        store: Store,
+        store: KeyStore,
         sealer: Sealer,
         *,
         clock: Callable[[], datetime],
@@ -84,6 +118,7 @@ class KeyManager:
         rotation_interval: timedelta = timedelta(days=30),
         retire_after: timedelta = timedelta(minutes=20),
         reload_interval: timedelta = timedelta(seconds=60),
+        publish_lead: timedelta = timedelta(seconds=300),
     ) -> None:
         self._store = store
         self._sealer = sealer
@@ -95,6 +130,9 @@ class KeyManager:
         """How long a retired key stays published: the longest token lifetime it signed
         plus one JWKS cache period."""
         self._reload_interval = reload_interval
+        self.publish_lead = publish_lead
+        """How long a next key should have been published before it signs (the JWKS
+        cache period): promoting a younger one is allowed, with a warning."""
         self._lock = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
         self._loaded_at: datetime | None = None
@@ -242,36 +280,62 @@ class KeyManager:
     # --- lifecycle ---------------------------------------------------------------------------
     def rotate(self, alg: str | None = None) -> tuple[str, str]:
         """Promote next to current, retire the old current, publish a new next.
-        Returns (new current kid, new next kid)."""
+        Returns (new current kid, new next kid). Never promotes a key made here: without
+        a published next key it publishes one and refuses (`KeyRefused`)."""
         alg = alg or self.signing_alg
         now = ms(self._clock())
         for _ in range(5):
-            records = [r for r in self._store.list_keys() if r.use == "sig" and r.alg == alg]
-            current = next((r for r in records if r.state is KeyState.CURRENT), None)
-            nxt = next((r for r in records if r.state is KeyState.NEXT), None)
-            if nxt is None:
-                new = self._new_record(alg, KeyState.NEXT, now, "sig")
-                self._store.add_key(new)
-                continue
+            current, upcoming = promotion(self._store.list_keys(), alg)
+            if upcoming is None:
+                self._store.add_key(self._new_record(alg, KeyState.NEXT, now, "sig"))
+                self.reload()
+                raise KeyRefused(
+                    f"there was no published next {alg} key to promote; one is published "
+                    f"now: rotate again after {int(self.publish_lead.total_seconds())} s"
+                )
             new_next = self._new_record(alg, KeyState.NEXT, now, "sig")
             expected = current.kid if current else None
-            if self._store.promote_key(expected, nxt.kid, new_next, now):
+            if self._store.promote_key_if(
+                upcoming.kid, current=expected, new_next=new_next, at=now
+            ):
                 if current is not None:
                     self._store.set_drop_after(current.kid, now + self._retire_after)
                 self.reload()
                 audit(
                     "key_rotated",
                     alg=alg,
-                    kid=nxt.kid,
+                    kid=upcoming.kid,
                     previous_kid=expected,
                     next_kid=new_next.kid,
                 )
-                return nxt.kid, new_next.kid
+                return upcoming.kid, new_next.kid
         raise KeyError_("key rotation kept racing with another process; try again")
 
-    def retire(self, kid: str) -> bool:
+    def young_next_keys(self) -> list[tuple[str, int]]:
+        """(kid, seconds published) of next keys published for less than the JWKS cache
+        period: validators holding a cached JWKS may refuse their tokens until they
+        refetch (well-behaved ones do on a new kid)."""
         now = ms(self._clock())
+        return [
+            (r.kid, int((now - r.created_at).total_seconds()))
+            for r in self._store.list_keys()
+            if r.use == "sig"
+            and r.state is KeyState.NEXT
+            and now - r.created_at < self.publish_lead
+        ]
+
+    def retire(self, kid: str) -> bool:
+        """Retire a key (published until every token it signed has expired). Refused
+        for the signing key; a retired next key is replaced by a new next key at once."""
+        records = self._store.list_keys()
+        refusal = retire_refusal(records, kid)
+        if refusal is not None:
+            raise KeyRefused(refusal)
+        now = ms(self._clock())
+        target = next(r for r in records if r.kid == kid)
         ok = self._store.retire_key(kid, now, now + self._retire_after)
+        if ok and target.state is KeyState.NEXT:
+            self._store.add_key(self._new_record(target.alg, KeyState.NEXT, now, "sig"))
         self.reload()
         audit("key_retired", outcome="success" if ok else "not_found", kid=kid)
         return ok
@@ -286,7 +350,10 @@ class KeyManager:
             lk = self.current(alg)
             started = lk.record.activated_at or lk.record.created_at
             if now - started >= self._rotation_interval:
-                self.rotate(alg)
+                try:
+                    self.rotate(alg)
+                except KeyRefused:
+                    continue  # a next key is published now; the next run promotes it
                 rotated = True
         return rotated
 

@@ -4,25 +4,23 @@ each judge the records' state for their own purpose."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from broker.store import RefreshChain
+from broker.store import RefreshChain, RefreshStore
 from broker.tokens.claims import REFRESH_TOKEN_TYP
-
-if TYPE_CHECKING:
-    from broker.core import Broker
+from broker.tokens.keys import KeyManager
 
 
-def load_refresh_token(broker: Broker, token: str) -> RefreshChain | None:
+def load_refresh_token(
+    keys: KeyManager, store: RefreshStore, issuer: str, token: str
+) -> RefreshChain | None:
     """The records behind a refresh token this broker issued, or None for anything else
     (garbage, another issuer, a forged MAC, records gone). State is not judged here."""
     try:
-        claims = broker.keys.verify(token, use="rt", typ=REFRESH_TOKEN_TYP)
+        claims = keys.verify(token, use="rt", typ=REFRESH_TOKEN_TYP)
     except ValueError:
         return None
     jti = claims.get("jti")
-    if claims.get("iss") != broker.issuer or claims.get("aud") != broker.issuer:
+    if claims.get("iss") != issuer or claims.get("aud") != issuer:
         return None
     if not isinstance(jti, str):
         return None
-    return broker.store.get_refresh_chain(jti)
+    return store.get_refresh_chain(jti)

@@ -2,8 +2,10 @@
 
 Shaped after Dex's connectors: each capability is its own protocol, so the broker asks for
 exactly what it uses (`PasswordUpstream.login`, `RefreshUpstream.refresh`, ...), and the
-emulator and the real client both satisfy them. Errors are a closed tree; callers map them
-to RFC 6749 errors and never see httpx or JSON exceptions.
+real client satisfies them (and a test double may satisfy only what its test needs). The
+calls are synchronous: the broker's core runs on worker threads, one hop from the event
+loop per request. Errors are a closed tree; callers map them to RFC 6749 errors and never
+see httpx or JSON exceptions.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class UpstreamMisconfigured(UpstreamUnavailable):
 
 
 class PasswordUpstream(Protocol):
-    async def login(self, login: str, password: str) -> LoginResult:
+    def login(self, login: str, password: str) -> LoginResult:
         """Check the credentials and return who they belong to plus a fresh token pair.
 
         The password lives only on the stack of this call.
@@ -101,21 +103,32 @@ class PasswordUpstream(Protocol):
 
 
 class RefreshUpstream(Protocol):
-    async def refresh(self, refresh_token: str) -> UpstreamTokens:
+    def refresh(self, refresh_token: str) -> UpstreamTokens:
         """Exchange an upstream refresh token for a new pair (ShotGrid rotates it)."""
         ...
 
 
 class DirectoryUpstream(Protocol):
-    async def user_by_id(self, user_id: int, *, access_token: str | None = None) -> Identity:
+    @property
+    def script_configured(self) -> bool:
+        """True when `user_by_id` works without a user token (the broker's script key)."""
+        ...
+
+    def user_by_id(self, user_id: int, *, access_token: str | None = None) -> Identity:
         """Read a HumanUser by id, with the broker's script key or the given user token."""
         ...
 
 
 class SudoUpstream(Protocol):
-    async def sudo_token(self, login: str) -> UpstreamTokens:
+    def sudo_token(self, login: str) -> UpstreamTokens:
         """A REST token for the broker's script with `scope=sudo_as_login:<login>`."""
         ...
+
+
+class Upstream(PasswordUpstream, RefreshUpstream, DirectoryUpstream, SudoUpstream, Protocol):
+    """Every capability: what the broker's wiring holds (the real client)."""
+
+    def close(self) -> None: ...
 
 
 __all__ = [
@@ -131,6 +144,7 @@ __all__ = [
     "SudoUpstream",
     "TwoFactorRequired",
     "UnknownUser",
+    "Upstream",
     "UpstreamError",
     "UpstreamMisconfigured",
     "UpstreamTokenRejected",

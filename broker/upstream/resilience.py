@@ -20,11 +20,10 @@ maps to `UpstreamUnavailable` (503 `temporarily_unavailable` to the broker's cal
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 
 import httpx
@@ -115,15 +114,15 @@ def operation_of(request: httpx.Request) -> str:
     return "other"
 
 
-class ResilientTransport(httpx.AsyncBaseTransport):
+class ResilientTransport(httpx.BaseTransport):
     def __init__(
         self,
-        inner: httpx.AsyncBaseTransport,
+        inner: httpx.BaseTransport,
         *,
         breaker: CircuitBreaker,
         retries: int = 2,
         backoff: float = 0.1,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._inner = inner
         self.breaker = breaker
@@ -131,10 +130,10 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self._backoff = backoff
         self._sleep = sleep
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    def close(self) -> None:
+        self._inner.close()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
         idempotent = request.method in ("GET", "HEAD")
         attempts = 1 + (self._retries if idempotent else 0)
         operation = operation_of(request)
@@ -145,7 +144,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 raise CircuitOpenError("ShotGrid circuit open", request=request)
             started = time.perf_counter()
             try:
-                response = await self._inner.handle_async_request(request)
+                response = self._inner.handle_request(request)
             except httpx.TimeoutException:
                 self._done(operation, "timeout", started, ok=False)
                 raise
@@ -153,15 +152,15 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 self._done(operation, "transport_error", started, ok=False)
                 if last:
                     raise
-                await self._pause(attempt)
+                self._pause(attempt)
                 continue
             status = response.status_code
             failed = status >= 500
             outcome = "server_error" if failed else "client_error" if status >= 400 else "success"
             self._done(operation, outcome, started, ok=not failed)
             if status in RETRYABLE_STATUS and not last:
-                await response.aclose()
-                await self._pause(attempt)
+                response.close()
+                self._pause(attempt)
                 continue
             return response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -170,7 +169,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         metrics.upstream_call(operation, outcome, time.perf_counter() - started)
         self.breaker.record(ok)
 
-    async def _pause(self, attempt: int) -> None:
+    def _pause(self, attempt: int) -> None:
         if self._backoff > 0:
             # Full jitter (AWS architecture blog): spread retries of many workers apart.
-            await self._sleep(random.uniform(0, self._backoff * 2**attempt))  # noqa: S311
+            self._sleep(random.uniform(0, self._backoff * 2**attempt))  # noqa: S311

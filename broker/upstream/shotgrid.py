@@ -1,9 +1,11 @@
 """The real ShotGrid client: REST `POST /api/v1/auth/access_token` and HumanUser reads.
 
 Implements the capability protocols of `broker.upstream` over one pooled, keep-alive
-`httpx.AsyncClient` per site. ShotGrid's error codes (research/shotgrid.md §1.4) are
-mapped onto the upstream error tree; every transport failure, timeout, 5xx or malformed
-answer becomes `UpstreamUnavailable` with a message that never holds a secret.
+`httpx.Client` per site. Synchronous on purpose: the broker's core runs on worker threads
+(one hop from the event loop per request), and so does every upstream call it makes.
+ShotGrid's error codes (research/shotgrid.md §1.4) are mapped onto the upstream error tree;
+every transport failure, timeout, 5xx or malformed answer becomes `UpstreamUnavailable`
+with a message that never holds a secret.
 
 Secrets: the user's password is put in one form dict, sent, and the dict is cleared, so
 no frame or exception kept after the call (a traceback in a log, say) still references
@@ -13,9 +15,9 @@ request object would hold the form body).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,7 +52,7 @@ def _utcnow() -> datetime:
 
 class ShotGridClient:
     """One ShotGrid site. Satisfies PasswordUpstream, RefreshUpstream, DirectoryUpstream
-    and SudoUpstream. Create once per site and `aclose()` on shutdown."""
+    and SudoUpstream. Create once per site and `close()` on shutdown. Thread-safe."""
 
     def __init__(
         self,
@@ -61,13 +63,13 @@ class ShotGridClient:
         connect_timeout: float = 3.0,
         read_timeout: float = 10.0,
         clock: Callable[[], datetime] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._script_name = script_name
         self._script_key = script_key
         self._clock = clock or _utcnow
-        self._http = httpx.AsyncClient(
+        self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(
                 connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
@@ -78,20 +80,26 @@ class ShotGridClient:
             follow_redirects=False,
         )
         self._script_token: UpstreamTokens | None = None
-        self._script_lock = asyncio.Lock()
+        self._script_lock = threading.Lock()
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    @property
+    def script_configured(self) -> bool:
+        """Whether this client can read the directory with the broker's own script key
+        (the capability `DirectoryUpstream.user_by_id` needs without a user token)."""
+        return bool(self._script_name and self._script_key)
 
-    async def __aenter__(self) -> ShotGridClient:
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ShotGridClient:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- transport ---------------------------------------------------------------------
 
-    async def _send(
+    def _send(
         self,
         method: str,
         path: str,
@@ -105,9 +113,7 @@ class ShotGridClient:
         failure: str | None = None
         response: httpx.Response | None = None
         try:
-            response = await self._http.request(
-                method, path, data=form, params=params, headers=headers
-            )
+            response = self._http.request(method, path, data=form, params=params, headers=headers)
         except httpx.TimeoutException:
             failure = "timed out"
         except httpx.HTTPError as exc:
@@ -149,24 +155,24 @@ class ShotGridClient:
 
     # ---- PasswordUpstream --------------------------------------------------------------
 
-    async def login(self, login: str, password: str) -> LoginResult:
+    def login(self, login: str, password: str) -> LoginResult:
         form = {"grant_type": "password", "username": login, "password": password}
         del password
         try:
-            status, body = await self._send("POST", TOKEN_PATH, form=form)
+            status, body = self._send("POST", TOKEN_PATH, form=form)
         finally:
             form.clear()
         if status != 200:
             raise _login_error(status, body)
         tokens = self._tokens(body)
-        identity = await self._user_by_login(login, tokens.access_token)
+        identity = self._user_by_login(login, tokens.access_token)
         if not identity.active:
             # Defensive: a site that issues tokens to a disabled account is still refused.
             raise InactiveUser("the ShotGrid account is disabled")
         return LoginResult(identity=identity, tokens=tokens)
 
-    async def _user_by_login(self, login: str, token: str) -> Identity:
-        status, body = await self._send(
+    def _user_by_login(self, login: str, token: str) -> Identity:
+        status, body = self._send(
             "GET",
             "/api/v1/entity/human_users",
             params={"filter[login]": login, "fields": USER_FIELDS},
@@ -185,8 +191,8 @@ class ShotGridClient:
 
     # ---- RefreshUpstream ---------------------------------------------------------------
 
-    async def refresh(self, refresh_token: str) -> UpstreamTokens:
-        status, body = await self._send(
+    def refresh(self, refresh_token: str) -> UpstreamTokens:
+        status, body = self._send(
             "POST", TOKEN_PATH, form={"grant_type": "refresh_token", "refresh_token": refresh_token}
         )
         if status == 200:
@@ -197,22 +203,20 @@ class ShotGridClient:
 
     # ---- DirectoryUpstream -------------------------------------------------------------
 
-    async def user_by_id(self, user_id: int, *, access_token: str | None = None) -> Identity:
+    def user_by_id(self, user_id: int, *, access_token: str | None = None) -> Identity:
         path = f"/api/v1/entity/human_users/{int(user_id)}"
         params = {"fields": USER_FIELDS}
         if access_token is not None:
-            status, body = await self._send("GET", path, params=params, token=access_token)
+            status, body = self._send("GET", path, params=params, token=access_token)
             if status == 401:
                 raise UpstreamTokenRejected("ShotGrid refused the user's access token")
         else:
-            status, body = await self._send(
-                "GET", path, params=params, token=await self._script_access_token()
-            )
+            status, body = self._send("GET", path, params=params, token=self._script_access_token())
             if status == 401:
                 # The cached token may have died early (site restart): one fresh retry.
                 self._script_token = None
-                status, body = await self._send(
-                    "GET", path, params=params, token=await self._script_access_token()
+                status, body = self._send(
+                    "GET", path, params=params, token=self._script_access_token()
                 )
                 if status == 401:
                     raise UpstreamMisconfigured("ShotGrid refused the broker's script token")
@@ -222,14 +226,14 @@ class ShotGridClient:
             raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to a HumanUser read")
         return _identity(body.get("data"))
 
-    async def _script_access_token(self) -> str:
-        async with self._script_lock:
+    def _script_access_token(self) -> str:
+        with self._script_lock:
             cached = self._script_token
             if cached is None or cached.expires_at - SCRIPT_TOKEN_MARGIN <= self._clock():
-                cached = self._script_token = await self._client_credentials(scope=None)
+                cached = self._script_token = self._client_credentials(scope=None)
             return cached.access_token
 
-    async def _client_credentials(self, *, scope: str | None) -> UpstreamTokens:
+    def _client_credentials(self, *, scope: str | None) -> UpstreamTokens:
         if not self._script_name or not self._script_key:
             raise UpstreamMisconfigured("no ShotGrid script name/key configured")
         form = {
@@ -240,7 +244,7 @@ class ShotGridClient:
         if scope:
             form["scope"] = scope
         try:
-            status, body = await self._send("POST", TOKEN_PATH, form=form)
+            status, body = self._send("POST", TOKEN_PATH, form=form)
         finally:
             form.clear()
         if status == 200:
@@ -258,8 +262,8 @@ class ShotGridClient:
 
     # ---- SudoUpstream ------------------------------------------------------------------
 
-    async def sudo_token(self, login: str) -> UpstreamTokens:
-        return await self._client_credentials(scope=f"sudo_as_login:{login}")
+    def sudo_token(self, login: str) -> UpstreamTokens:
+        return self._client_credentials(scope=f"sudo_as_login:{login}")
 
 
 def _first_error(body: Mapping[str, Any]) -> tuple[int | None, str]:

@@ -291,7 +291,8 @@ def expired(broker: RunningBroker, http: httpx.Client, clock: MovableClock) -> s
 
 def wrong_audience(broker: RunningBroker, http: httpx.Client, clock: MovableClock) -> str:
     """Signed by the broker's current key, for review-api rather than dna-api."""
-    return str(broker.broker.access_token(None, "dna-backend", "", audience="review-api").token)
+    minter = broker.broker.minter
+    return str(minter.access_token(None, "dna-backend", "", audience="review-api").token)
 
 
 def refresh_typed(broker: RunningBroker, http: httpx.Client, clock: MovableClock) -> str:

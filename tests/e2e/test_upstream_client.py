@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -39,16 +38,11 @@ ALICE = Identity(
 )
 
 
-def run(
-    site_url: str, clock: MovableClock, use: Callable[[ShotGridClient], Awaitable[T]], **kw: Any
-) -> T:
-    async def main() -> T:
-        kw.setdefault("script_name", "token-broker")
-        kw.setdefault("script_key", "token-broker-key")
-        async with ShotGridClient(site_url, clock=clock, **kw) as client:
-            return await use(client)
-
-    return asyncio.run(main())
+def run(site_url: str, clock: MovableClock, use: Callable[[ShotGridClient], T], **kw: Any) -> T:
+    kw.setdefault("script_name", "token-broker")
+    kw.setdefault("script_key", "token-broker-key")
+    with ShotGridClient(site_url, clock=clock, **kw) as client:
+        return use(client)
 
 
 def test_login_returns_identity_and_tokens(
@@ -156,11 +150,11 @@ def test_malformed_json_is_upstream_unavailable(clock: MovableClock) -> None:
 def test_many_calls_share_one_connection(
     site: ServerThread, clock: MovableClock, emulator: ShotGridEmulator
 ) -> None:
-    async def many(client: ShotGridClient) -> None:
+    def many(client: ShotGridClient) -> None:
         for _ in range(5):
-            await client.login("alice", "alice-pw")
+            client.login("alice", "alice-pw")
         for user_id in (101, 102, 103, 104, 105) * 2:
-            await client.user_by_id(user_id)
+            client.user_by_id(user_id)
 
     run(site.url, clock, many)
     assert sum(emulator.calls[k] for k in ("token", "rest")) == 21
@@ -168,18 +162,18 @@ def test_many_calls_share_one_connection(
 
 
 def test_refresh_success_and_rejections(site: ServerThread, clock: MovableClock) -> None:
-    async def flow(client: ShotGridClient) -> None:
-        first = (await client.login("bob", "bob-pw")).tokens
-        second = await client.refresh(first.refresh_token)
+    def flow(client: ShotGridClient) -> None:
+        first = (client.login("bob", "bob-pw")).tokens
+        second = client.refresh(first.refresh_token)
         assert second.refresh_token != first.refresh_token
         assert second.expires_at == clock() + timedelta(seconds=600)
         with pytest.raises(UpstreamTokenRejected):
-            await client.refresh(first.refresh_token)  # rotated away (strict emulator)
+            client.refresh(first.refresh_token)  # rotated away (strict emulator)
         with pytest.raises(UpstreamTokenRejected):
-            await client.refresh("garbage")
+            client.refresh("garbage")
         clock.advance(86400)
         with pytest.raises(UpstreamTokenRejected):
-            await client.refresh(second.refresh_token)  # stale after 24 h
+            client.refresh(second.refresh_token)  # stale after 24 h
 
     run(site.url, clock, flow)
 
@@ -187,31 +181,31 @@ def test_refresh_success_and_rejections(site: ServerThread, clock: MovableClock)
 def test_user_by_id_with_cached_script_token(
     site: ServerThread, clock: MovableClock, emulator: ShotGridEmulator
 ) -> None:
-    async def flow(client: ShotGridClient) -> None:
-        bob = await client.user_by_id(102)
+    def flow(client: ShotGridClient) -> None:
+        bob = client.user_by_id(102)
         assert (bob.login, bob.email, bob.name, bob.active) == (
             "bob",
             "bob@example.com",
             "Bob Builder",
             True,
         )
-        assert (await client.user_by_id(103)).active is False
+        assert (client.user_by_id(103)).active is False
         with pytest.raises(UnknownUser):
-            await client.user_by_id(999)
+            client.user_by_id(999)
         assert emulator.calls["token:client_credentials"] == 1
         clock.advance(600 - 30)  # inside the renewal margin: a fresh script token
-        await client.user_by_id(101)
+        client.user_by_id(101)
         assert emulator.calls["token:client_credentials"] == 2
 
     run(site.url, clock, flow)
 
 
 def test_user_by_id_with_user_token(site: ServerThread, clock: MovableClock) -> None:
-    async def flow(client: ShotGridClient) -> None:
-        tokens = (await client.login("alice", "alice-pw")).tokens
-        assert await client.user_by_id(101, access_token=tokens.access_token) == ALICE
+    def flow(client: ShotGridClient) -> None:
+        tokens = (client.login("alice", "alice-pw")).tokens
+        assert client.user_by_id(101, access_token=tokens.access_token) == ALICE
         with pytest.raises(UpstreamTokenRejected):
-            await client.user_by_id(101, access_token="garbage")
+            client.user_by_id(101, access_token="garbage")
 
     run(site.url, clock, flow, script_name=None, script_key=None)
 

@@ -15,6 +15,8 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from broker.app import create_app
+from broker.endpoints.discovery import metadata
+from broker.grants.registry import GRANT_TYPES, GRANTS
 from broker.settings import load_settings
 from tests.support.broker import broker_with_emulator, new_kek
 from tests.support.clock import MovableClock
@@ -80,21 +82,48 @@ def test_pending_list_names_only_spec_paths() -> None:
     assert set(spec_operations(load_spec())) >= PENDING_ROUTES
 
 
-def test_token_endpoint_documents_every_contract_grant() -> None:
+def documented_grants() -> dict[str, set[str]]:
+    """grant_type -> the properties its TokenRequest variant documents."""
     schemas = load_spec()["components"]["schemas"]
-    grants = set()
+    grants: dict[str, set[str]] = {}
     for variant in schemas["TokenRequest"]["oneOf"]:
         name = variant["$ref"].rsplit("/", 1)[1]
+        properties: set[str] = set()
+        grant = None
         for part in schemas[name]["allOf"]:
-            if "properties" in part and "grant_type" in part["properties"]:
-                grants.add(part["properties"]["grant_type"]["const"])
-    assert grants == {
+            if "$ref" in part:
+                part = schemas[part["$ref"].rsplit("/", 1)[1]]
+            properties.update(part.get("properties", {}))
+            if "grant_type" in part.get("properties", {}):
+                grant = part["properties"]["grant_type"]["const"]
+        assert grant is not None, name
+        grants[grant] = properties
+    return grants
+
+
+def test_token_endpoint_documents_every_contract_grant() -> None:
+    assert set(documented_grants()) >= {
         "password",
         "refresh_token",
         "authorization_code",
         "client_credentials",
         "urn:ietf:params:oauth:grant-type:token-exchange",
     }
+
+
+def test_token_endpoint_documents_every_registered_grant_and_its_parameters() -> None:
+    """The registry (broker/grants/registry.py) and the spec name the same grants, and
+    each grant's declared parameters are documented for it."""
+    documented = documented_grants()
+    assert set(documented) == set(GRANT_TYPES)
+    for spec in GRANTS:
+        missing = set(spec.parameters) - documented[spec.grant_type]
+        assert not missing, f"{spec.grant_type}: undocumented parameters {sorted(missing)}"
+
+
+def test_discovery_lists_the_registered_grants() -> None:
+    doc = metadata("http://127.0.0.1:1", signing_alg="RS256", openid=True)
+    assert doc["grant_types_supported"] == list(GRANT_TYPES)
 
 
 @pytest.fixture

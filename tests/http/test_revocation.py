@@ -174,8 +174,8 @@ def test_last_family_of_a_session_drops_the_kept_shotgrid_tokens(
         key = f"session:{session.sid}"
         assert core.store.get_upstream_tokens(key) is not None
         # A second family under the same session (as a browser SSO login would start).
-        second, first_record = core.start_family(session, "dna-cli", "profile")
-        second_rt = core.refresh_token(first_record, second, session)
+        second, first_record = core.sessions.start_family(session, "dna-cli", "profile")
+        second_rt = core.minter.refresh_token(first_record, second, session)
         assert revoke(http, tokens["refresh_token"]).status_code == 200
         assert core.store.get_upstream_tokens(key) is not None  # another family still lives
         assert revoke(http, second_rt).status_code == 200

@@ -1,5 +1,10 @@
 """The Store conformance suite: every backend subclasses `StoreConformance` and overrides
-the `store` fixture (Dex's storage/conformance pattern).
+the `store` fixture (Dex's storage/conformance pattern). The suite is one class per store
+concern (clients, sessions, refresh families, keys, upstream tokens, leases, codes,
+counters, denylist, lifecycle), combined into `StoreConformance`; a backend implementing
+only some concerns can subclass only those. Refresh rotation runs through the broker's own
+policy (`broker.sessions.rotate_chain`) over each backend's primitives, so every backend
+is held to the same rules.
 
 Time is passed explicitly (aware UTC, real clock values moved by timedeltas); nothing
 sleeps. The races start their threads behind a barrier so the calls really overlap.
@@ -17,7 +22,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from broker.store import AlreadyExists, Store
+from broker.sessions import rotate_chain
+from broker.store import AlreadyClaimed, AlreadyExists, Claimed, Store
 from broker.store.records import (
     AuthCodeRecord,
     ClientRecord,
@@ -25,11 +31,11 @@ from broker.store.records import (
     KeyRecord,
     KeyState,
     RefreshTokenRecord,
-    RotationStatus,
     SessionRecord,
     UpstreamTokenRecord,
     ms,
 )
+from broker.tokens.rotation import RotationResult, RotationStatus
 
 T = TypeVar("T")
 
@@ -57,6 +63,23 @@ def race(n: int, fn: Callable[[int], T]) -> list[T]:
             return list(pool.map(run, range(n)))
     finally:
         sys.setswitchinterval(interval)
+
+
+def rotate(
+    store: Store, jti: str, successor: RefreshTokenRecord, now: datetime, grace: timedelta
+) -> RotationResult:
+    """A refresh as the grant makes it: read the chain once, then the policy and claim."""
+    return rotate_chain(store, store.get_refresh_chain(jti), successor, now, grace)
+
+
+def family_starter(
+    family_id: str, jti: str
+) -> Callable[[AuthCodeRecord], tuple[FamilyRecord, RefreshTokenRecord]]:
+    def start(code: AuthCodeRecord) -> tuple[FamilyRecord, RefreshTokenRecord]:
+        family = make_family(code.auth_time, family_id, sid=code.sid, code_hash=code.code_hash)
+        return family, make_token(code.auth_time, jti, family_id)
+
+    return start
 
 
 def make_session(now: datetime, sid: str = "sid-1", **kw: Any) -> SessionRecord:
@@ -244,7 +267,7 @@ class StoreConformance:
         assert families["f3"].revoked_at == earlier and families["f3"].revoked_reason == "logout"
         other = store.get_family("g1")
         assert other is not None and not other.revoked
-        rotated = store.rotate_refresh_token("t1", make_token(now, "t1b", "f1"), now, GRACE)
+        rotated = rotate(store, "t1", make_token(now, "t1b", "f1"), now, GRACE)
         assert rotated.status is RotationStatus.INVALID
 
     # --- families ----------------------------------------------------------------------------
@@ -276,7 +299,7 @@ class StoreConformance:
         family = make_family(now, code_hash="code-h")
         first = make_token(now, "rt-0")
         store.create_family(family, first)
-        store.rotate_refresh_token("rt-0", make_token(now, "rt-1"), now + S, GRACE)
+        rotate(store, "rt-0", make_token(now, "rt-1"), now + S, GRACE)
         store.revoke_family("fam-1", now + 2 * S, "logout")
         chain = store.get_refresh_chain("rt-0")
         assert chain is not None
@@ -303,7 +326,7 @@ class StoreConformance:
     def test_rotate_rotated(self, store: Store, now: datetime) -> None:
         self.setup_rotation(store, now)
         successor = make_token(now + S, "rt-1")
-        result = store.rotate_refresh_token("rt-0", successor, now + S, GRACE)
+        result = rotate(store, "rt-0", successor, now + S, GRACE)
         assert result.status is RotationStatus.ROTATED
         assert result.successor == successor
         assert result.family == store.get_family("fam-1")
@@ -314,8 +337,8 @@ class StoreConformance:
 
     def test_rotate_grace_returns_the_same_successor(self, store: Store, now: datetime) -> None:
         self.setup_rotation(store, now)
-        first = store.rotate_refresh_token("rt-0", make_token(now, "rt-1"), now, GRACE)
-        again = store.rotate_refresh_token("rt-0", make_token(now, "rt-2"), now + GRACE, GRACE)
+        first = rotate(store, "rt-0", make_token(now, "rt-1"), now, GRACE)
+        again = rotate(store, "rt-0", make_token(now, "rt-2"), now + GRACE, GRACE)
         assert again.status is RotationStatus.GRACE
         assert again.successor == first.successor
         assert again.family == first.family
@@ -325,28 +348,28 @@ class StoreConformance:
 
     def test_rotate_past_grace_is_reuse(self, store: Store, now: datetime) -> None:
         self.setup_rotation(store, now)
-        store.rotate_refresh_token("rt-0", make_token(now, "rt-1"), now, GRACE)
+        rotate(store, "rt-0", make_token(now, "rt-1"), now, GRACE)
         later = now + GRACE + timedelta(milliseconds=1)
-        result = store.rotate_refresh_token("rt-0", make_token(later, "rt-2"), later, GRACE)
+        result = rotate(store, "rt-0", make_token(later, "rt-2"), later, GRACE)
         assert result.status is RotationStatus.REUSED
         assert result.family is not None
         assert result.family.revoked_at == later and result.family.revoked_reason == "reuse"
         assert store.get_family("fam-1") == result.family
         assert store.get_refresh_token("rt-2") is None
         # The successor dies with its family.
-        after = store.rotate_refresh_token("rt-1", make_token(later, "rt-3"), later, GRACE)
+        after = rotate(store, "rt-1", make_token(later, "rt-3"), later, GRACE)
         assert after.status is RotationStatus.INVALID
 
     def test_rotate_successor_used_is_reuse(self, store: Store, now: datetime) -> None:
         self.setup_rotation(store, now)
-        store.rotate_refresh_token("rt-0", make_token(now, "rt-1"), now, GRACE)
-        step = store.rotate_refresh_token("rt-1", make_token(now, "rt-2"), now + S, GRACE)
+        rotate(store, "rt-0", make_token(now, "rt-1"), now, GRACE)
+        step = rotate(store, "rt-1", make_token(now, "rt-2"), now + S, GRACE)
         assert step.status is RotationStatus.ROTATED
-        result = store.rotate_refresh_token("rt-0", make_token(now, "rt-x"), now + 2 * S, GRACE)
+        result = rotate(store, "rt-0", make_token(now, "rt-x"), now + 2 * S, GRACE)
         assert result.status is RotationStatus.REUSED
         family = store.get_family("fam-1")
         assert family is not None and family.revoked_reason == "reuse"
-        tail = store.rotate_refresh_token("rt-2", make_token(now, "rt-3"), now + 3 * S, GRACE)
+        tail = rotate(store, "rt-2", make_token(now, "rt-3"), now + 3 * S, GRACE)
         assert tail.status is RotationStatus.INVALID
 
     @pytest.mark.parametrize(
@@ -390,7 +413,7 @@ class StoreConformance:
             at = now + H
         before = store.get_refresh_token(jti)
         family_before = store.get_family("fam-1")
-        result = store.rotate_refresh_token(jti, make_token(at, "rt-new"), at, GRACE)
+        result = rotate(store, jti, make_token(at, "rt-new"), at, GRACE)
         assert result.status is RotationStatus.INVALID
         assert store.get_refresh_token("rt-new") is None
         assert store.get_refresh_token(jti) == before
@@ -406,8 +429,8 @@ class StoreConformance:
             at = now + rnd * S
             results = race(
                 20,
-                lambda i, p=parent_jti, at=at, rnd=rnd: store.rotate_refresh_token(
-                    p, make_token(at, f"s{rnd}-{i}"), at, GRACE
+                lambda i, p=parent_jti, at=at, rnd=rnd: rotate(
+                    store, p, make_token(at, f"s{rnd}-{i}"), at, GRACE
                 ),
             )
             statuses = [r.status for r in results]
@@ -436,15 +459,30 @@ class StoreConformance:
 
         at = now + H
         new_next = make_key(at, "k-c", KeyState.NEXT)
-        assert store.promote_key("k-b", "k-a", new_next, at) is True
+        assert store.promote_key_if("k-a", current="k-b", new_next=new_next, at=at) is True
         keys = {k.kid: k for k in store.list_keys()}
         assert keys["k-b"].state is KeyState.RETIRED and keys["k-b"].retired_at == at
         assert keys["k-a"].state is KeyState.CURRENT and keys["k-a"].activated_at == at
         assert keys["k-c"] == new_next
         # Stale expectations write nothing.
-        assert store.promote_key("k-b", "k-c", make_key(at, "k-d", KeyState.NEXT), at) is False
-        assert store.promote_key(None, "k-c", make_key(at, "k-d", KeyState.NEXT), at) is False
-        assert store.promote_key("k-a", "k-b", make_key(at, "k-d", KeyState.NEXT), at) is False
+        assert (
+            store.promote_key_if(
+                "k-c", current="k-b", new_next=make_key(at, "k-d", KeyState.NEXT), at=at
+            )
+            is False
+        )
+        assert (
+            store.promote_key_if(
+                "k-c", current=None, new_next=make_key(at, "k-d", KeyState.NEXT), at=at
+            )
+            is False
+        )
+        assert (
+            store.promote_key_if(
+                "k-b", current="k-a", new_next=make_key(at, "k-d", KeyState.NEXT), at=at
+            )
+            is False
+        )
         assert "k-d" not in {k.kid for k in store.list_keys()}
 
         assert store.retire_key("k-a", at, at + H) is True
@@ -454,16 +492,23 @@ class StoreConformance:
         assert keys["k-a"].state is KeyState.RETIRED and keys["k-a"].drop_after == at + H
         assert keys["k-b"].drop_after == at + 2 * H
         # With no current key left, None is the right expectation.
-        assert store.promote_key(None, "k-c", make_key(at, "k-e", KeyState.NEXT), at) is True
+        assert (
+            store.promote_key_if(
+                "k-c", current=None, new_next=make_key(at, "k-e", KeyState.NEXT), at=at
+            )
+            is True
+        )
         assert store.gc(at + H) == 2  # k-z and k-a are past drop_after
         assert sorted(k.kid for k in store.list_keys()) == ["k-b", "k-c", "k-e"]
 
     def test_promote_is_scoped_to_the_key_use(self, store: Store, now: datetime) -> None:
         store.add_key(make_key(now, "rt-cur", KeyState.CURRENT, use="rt", alg="HS256"))
         store.add_key(make_key(now, "sig-next", KeyState.NEXT))
-        assert store.promote_key(None, "sig-next", make_key(now, "sig-n2", KeyState.NEXT), now)
-        assert not store.promote_key(
-            "rt-cur", "sig-n2", make_key(now, "sig-n3", KeyState.NEXT), now
+        assert store.promote_key_if(
+            "sig-next", current=None, new_next=make_key(now, "sig-n2", KeyState.NEXT), at=now
+        )
+        assert not store.promote_key_if(
+            "sig-n2", current="rt-cur", new_next=make_key(now, "sig-n3", KeyState.NEXT), at=now
         )
 
     def test_race_promote_one_winner(self, store: Store, now: datetime) -> None:
@@ -474,8 +519,8 @@ class StoreConformance:
         for rnd in range(5):
             results = race(
                 8,
-                lambda i, c=current, n=upcoming, rnd=rnd: store.promote_key(
-                    c, n, make_key(now, f"n{rnd}-{i}", KeyState.NEXT), now
+                lambda i, c=current, n=upcoming, rnd=rnd: store.promote_key_if(
+                    n, current=c, new_next=make_key(now, f"n{rnd}-{i}", KeyState.NEXT), at=now
                 ),
             )
             assert results.count(True) == 1, results
@@ -589,36 +634,87 @@ class StoreConformance:
             assert results.count(True) == 1, results
 
     def test_codes(self, store: Store, now: datetime) -> None:
+        store.create_session(make_session(now))
         code = make_code(now)
         store.create_code(code)
-        record, first = store.redeem_code("code-1", now + S)
+        record, first = store.redeem_code("code-1", now + S, family_starter("fam-9", "rt-9"))
         assert first is True
-        assert record == dataclasses.replace(code, used_at=now + S)
-        replay, again = store.redeem_code("code-1", now + 2 * S)
-        assert again is False and replay == record
-        store.set_code_family("code-1", "fam-9")
-        replay, _ = store.redeem_code("code-1", now + 3 * S)
-        assert replay is not None and replay.family_id == "fam-9"
-        assert store.redeem_code("nope", now) == (None, False)
+        assert record == dataclasses.replace(code, used_at=now + S, family_id="fam-9")
+        # The family and its first token were stored in the same step.
+        family = store.get_family("fam-9")
+        assert family is not None and family.code_hash == "code-1" and family.sid == "sid-1"
+        assert store.get_refresh_token("rt-9") is not None
+        replay, again = store.redeem_code("code-1", now + 2 * S, family_starter("fam-x", "rt-x"))
+        assert again is False and replay is not None
+        assert replay.family_id == "fam-9" and replay.used_at == now + S
+        assert replay.replayed_at == now + 2 * S
+        assert store.get_family("fam-x") is None and store.get_refresh_token("rt-x") is None
+        replay, _ = store.redeem_code("code-1", now + 3 * S, family_starter("fam-y", "rt-y"))
+        assert replay is not None and replay.replayed_at == now + 2 * S  # the first replay's
+        assert store.redeem_code("nope", now, family_starter("f", "t")) == (None, False)
         # Expired: unknown to the caller, used or not.
-        assert store.redeem_code("code-1", code.expires_at) == (None, False)
+        assert store.redeem_code("code-1", code.expires_at, family_starter("f", "t")) == (
+            None,
+            False,
+        )
         store.create_code(make_code(now, "code-2", nonce=None, code_challenge=None, extra={}))
-        assert store.redeem_code("code-2", now + 60 * S) == (None, False)
-        fresh, ok = store.redeem_code("code-2", now + 59 * S)
+        assert store.redeem_code("code-2", now + 60 * S, family_starter("f2", "t2")) == (
+            None,
+            False,
+        )
+        assert store.get_family("f2") is None
+        fresh, ok = store.redeem_code("code-2", now + 59 * S, family_starter("f2", "t2"))
         assert ok and fresh is not None and fresh.nonce is None and fresh.extra == {}
 
     def test_race_redeem_code_once(self, store: Store, now: datetime) -> None:
+        """Ten concurrent redemptions: one first use, and every replay names the family
+        that first use stored (so its caller can always revoke it)."""
         self.require_concurrency()
+        store.create_session(make_session(now))
         for rnd in range(5):
             store.create_code(make_code(now, f"code-{rnd}"))
             results = race(
                 10,
                 lambda i, rnd=rnd: store.redeem_code(
-                    f"code-{rnd}", now + i * timedelta(milliseconds=1)
+                    f"code-{rnd}",
+                    now + i * timedelta(milliseconds=1),
+                    family_starter(f"f{rnd}-{i}", f"t{rnd}-{i}"),
                 ),
             )
             assert [ok for _, ok in results].count(True) == 1, results
             assert all(record is not None for record, _ in results)
+            winner = next(record for record, ok in results if ok)
+            assert winner is not None and winner.family_id is not None
+            assert store.get_family(winner.family_id) is not None
+            assert all(r is not None and r.family_id == winner.family_id for r, _ in results)
+            losers = {f"f{rnd}-{i}" for i in range(10)} - {winner.family_id}
+            assert all(store.get_family(f) is None for f in losers)
+
+    # --- refresh claims (the primitive under rotation) ---------------------------------------
+    def test_claim_refresh(self, store: Store, now: datetime) -> None:
+        self.setup_rotation(store, now)
+        successor = make_token(now, "rt-1")
+        assert store.claim_refresh("rt-0", successor, now + S) == Claimed()
+        assert store.get_refresh_token("rt-1") == successor
+        parent = store.get_refresh_token("rt-0")
+        assert parent is not None and parent.used_at == now + S
+        again = store.claim_refresh("rt-0", make_token(now, "rt-2"), now + 2 * S)
+        assert again == AlreadyClaimed(now + S, successor)
+        assert store.get_refresh_token("rt-2") is None
+        with pytest.raises(ValueError):
+            store.claim_refresh("nope", make_token(now, "rt-3"), now)
+
+    def test_race_claim_one_winner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        self.setup_rotation(store, now)
+        results = race(
+            20, lambda i: store.claim_refresh("rt-0", make_token(now, f"c-{i}"), now + S)
+        )
+        assert results.count(Claimed()) == 1, results
+        winner = f"c-{results.index(Claimed())}"
+        stored = store.get_refresh_token(winner)
+        assert stored is not None
+        assert all(r == AlreadyClaimed(now + S, stored) for r in results if r != Claimed())
 
     def test_counters_window(self, store: Store, now: datetime) -> None:
         window = 60 * S
@@ -714,7 +810,7 @@ class StoreConformance:
         assert store.get_refresh_token("live-t") is not None
         for jti in ("dead-t1", "dead-t2", "dead-t3"):
             assert store.get_refresh_token(jti) is None
-        assert store.redeem_code("live-c", later)[1] is True
+        assert store.redeem_code("live-c", later, family_starter("lf", "lt"))[1] is True
         assert store.get_counter("live-n", later, 60 * S) == 1
         assert store.hit_counter("dead-n", later, 60 * S) == 1
         assert store.is_access_token_denied("live-d", later)
@@ -752,8 +848,8 @@ class StoreConformance:
             lambda s, naive: s.mark_session_checked("x", naive),
             lambda s, naive: s.hit_counter("x", naive, S),
             lambda s, naive: s.is_access_token_denied("x", naive),
-            lambda s, naive: s.rotate_refresh_token("x", make_token(naive, "y"), naive, S),
-            lambda s, naive: s.redeem_code("x", naive),
+            lambda s, naive: s.claim_refresh("x", make_token(naive, "y"), naive),
+            lambda s, naive: s.redeem_code("x", naive, family_starter("f", "t")),
             lambda s, naive: s.gc(naive),
         ],
     )

@@ -35,7 +35,7 @@ class RunningBroker:
 
     @property
     def broker(self) -> Any:
-        return self.app.state.broker
+        return self.app.state.components
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10)

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.requests import Request
 
-from broker.core import Broker
+from broker.components import key_manager, sealer_for
 from broker.http.oauth import (
     BodyTooLarge,
     check_basic_authorization,
@@ -32,8 +33,9 @@ from broker.http.oauth import (
 )
 from broker.redirects import redirect_uri_allowed
 from broker.settings import load_settings
-from broker.store import open_store
+from broker.store import Store, open_store
 from broker.tokens.access import InactiveToken, validate_access_token
+from broker.tokens.keys import KeyManager
 from tests.support.broker import new_kek
 from tests.support.clock import MovableClock
 
@@ -138,17 +140,32 @@ def test_basic_authorization(scheme: str, payload: str) -> None:
 # --- JWTs --------------------------------------------------------------------------------------
 
 
+@dataclass
+class Broker:
+    """The parts token validation reads: the keys and the store."""
+
+    keys: KeyManager
+    store: Store
+    issuer: str
+    clock: MovableClock
+
+
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     tmp: Path = tmp_path_factory.mktemp("props")
     settings_ = load_settings(issuer="http://127.0.0.1:9", secret_key=new_kek())
     store = open_store(f"sqlite:///{tmp / 'broker.db'}")
-    b = Broker(settings_, store, upstream=None, clock=MovableClock())
-    b.start()
+    clock = MovableClock()
+    keys = key_manager(settings_, store, sealer_for(settings_), clock)
+    keys.ensure_keys()
     try:
-        yield b
+        yield Broker(keys, store, "http://127.0.0.1:9", clock)
     finally:
         store.close()
+
+
+def validate(broker: Broker, token: str) -> dict[str, Any]:
+    return validate_access_token(broker.keys, broker.store, broker.issuer, broker.clock(), token)
 
 
 def b64(data: bytes) -> str:
@@ -217,7 +234,7 @@ def test_validate_access_token_raises_only_inactive(broker: Broker) -> None:
     @given(tokens_from(broker))
     def run(token: str) -> None:
         with contextlib.suppress(InactiveToken):
-            validate_access_token(broker, token)
+            validate(broker, token)
 
     run()
 
@@ -237,7 +254,7 @@ def test_validate_access_token_with_valid_signature_and_odd_claims(broker: Broke
         except (ValueError, TypeError, OverflowError):
             return  # not encodable as a JWT at all
         with contextlib.suppress(InactiveToken):
-            validate_access_token(broker, token)
+            validate(broker, token)
 
     run()
 

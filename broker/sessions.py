@@ -1,0 +1,184 @@
+"""Logins and their refresh families: created, rotated and ended here.
+
+A session is one sign-in (password grant, login page, device flow); a family is one chain
+of refresh-token rotations from one grant under it. This module owns their lifetimes and
+the order of the store calls; the rotation rules themselves are the pure functions of
+`broker.tokens.rotation`, and the store offers only reads and compare-and-swaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from broker.clock import Clock, now_ms
+from broker.store import (
+    AlreadyClaimed,
+    AuthCodeRecord,
+    FamilyRecord,
+    RefreshChain,
+    RefreshStore,
+    RefreshTokenRecord,
+    SessionRecord,
+    SessionStore,
+)
+from broker.tokens.rotation import RotationResult, RotationStatus, chain_problem, judge_reuse
+from broker.tokens.secrets import new_token_id
+from broker.upstream import Identity
+
+
+class SessionsStore(SessionStore, RefreshStore, Protocol):
+    """What `Sessions` needs of a store."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetimes:
+    refresh_idle: timedelta
+    """A refresh token unused this long expires."""
+    absolute: timedelta
+    """A session (and every family under it) ends this long after sign-in."""
+    reuse_grace: timedelta
+    default_audience: str
+
+
+class Sessions:
+    def __init__(self, store: SessionsStore, lifetimes: Lifetimes, clock: Clock) -> None:
+        self.store = store
+        self.lifetimes = lifetimes
+        self.clock = clock
+
+    def now(self) -> datetime:
+        return now_ms(self.clock)
+
+    # --- sessions ------------------------------------------------------------------------
+    def new_session(self, identity: Identity, *, cookie_hash: str | None = None) -> SessionRecord:
+        now = self.now()
+        session = SessionRecord(
+            sid=new_token_id(),
+            user_id=identity.user_id,
+            login=identity.login,
+            email=identity.email,
+            name=identity.name,
+            auth_time=now,
+            expires_at=now + self.lifetimes.absolute,
+            last_checked_at=now,
+            cookie_hash=cookie_hash,
+        )
+        self.store.create_session(session)
+        return session
+
+    def live(self, session: SessionRecord | None) -> bool:
+        return session is not None and not session.revoked and session.expires_at > self.now()
+
+    def end_session(self, sid: str, reason: str) -> bool:
+        """End a session and every family under it (logout, deactivation, ...)."""
+        return self.store.revoke_session(sid, self.now(), reason)
+
+    # --- families --------------------------------------------------------------------------
+    def new_family(
+        self,
+        sid: str,
+        client_id: str,
+        scope: str,
+        *,
+        session_ends: datetime,
+        audience: str | None = None,
+        code_hash: str | None = None,
+    ) -> tuple[FamilyRecord, RefreshTokenRecord]:
+        """A family and its first token, not yet stored."""
+        now = self.now()
+        family = FamilyRecord(
+            family_id=new_token_id(),
+            sid=sid,
+            client_id=client_id,
+            scope=scope,
+            audience=audience or self.lifetimes.default_audience,
+            created_at=now,
+            expires_at=min(session_ends, now + self.lifetimes.absolute),
+            code_hash=code_hash,
+        )
+        return family, self.next_refresh_record(family, now)
+
+    def start_family(
+        self, session: SessionRecord, client_id: str, scope: str, *, audience: str | None = None
+    ) -> tuple[FamilyRecord, RefreshTokenRecord]:
+        family, first = self.new_family(
+            session.sid, client_id, scope, session_ends=session.expires_at, audience=audience
+        )
+        self.store.create_family(family, first)
+        return family, first
+
+    def family_for_code(self, code: AuthCodeRecord) -> tuple[FamilyRecord, RefreshTokenRecord]:
+        """The family a code starts, from the code alone (the store calls this inside its
+        redemption step): its session began at the code's `auth_time`."""
+        return self.new_family(
+            code.sid,
+            code.client_id,
+            code.scope,
+            session_ends=code.auth_time + self.lifetimes.absolute,
+            code_hash=code.code_hash,
+        )
+
+    def next_refresh_record(self, family: FamilyRecord, now: datetime) -> RefreshTokenRecord:
+        return RefreshTokenRecord(
+            jti=new_token_id(),
+            family_id=family.family_id,
+            issued_at=now,
+            expires_at=min(family.expires_at, now + self.lifetimes.refresh_idle),
+        )
+
+    def revoke_family(self, family_id: str, reason: str) -> bool:
+        return self.store.revoke_family(family_id, self.now(), reason)
+
+    # --- rotation ----------------------------------------------------------------------------
+    def rotate(
+        self, chain: RefreshChain, *, before_claim: Callable[[], None] | None = None
+    ) -> RotationResult:
+        """One refresh of a chain the caller read (once): see `rotate_chain`."""
+        now = self.now()
+        return rotate_chain(
+            self.store,
+            chain,
+            self.next_refresh_record(chain.family, now),
+            now,
+            self.lifetimes.reuse_grace,
+            before_claim=before_claim,
+        )
+
+
+def rotate_chain(
+    store: RefreshStore,
+    chain: RefreshChain | None,
+    successor: RefreshTokenRecord,
+    now: datetime,
+    grace: timedelta,
+    *,
+    before_claim: Callable[[], None] | None = None,
+) -> RotationResult:
+    """Judge the chain as read (`broker.tokens.rotation`), claim its token for `successor`,
+    and on a lost or late claim apply the reuse rules: the whole refresh, in the order of
+    store calls every backend gets. `before_claim` runs only for a usable chain, before
+    anything is written (the grant's upstream re-check, which may end the session)."""
+    if chain is None:
+        return RotationResult(RotationStatus.INVALID, problem="expired")
+    problem = chain_problem(chain, now)
+    if problem is not None:
+        return RotationResult(RotationStatus.INVALID, problem=problem)
+    if before_claim is not None:
+        before_claim()
+    token, family, _session = chain
+    if successor.family_id != family.family_id:
+        raise ValueError("the successor belongs to another family")
+    # Claimed even when the chain as read was already used: the store then answers with
+    # the successor the winning call stored, which it completes if that call died
+    # before storing it (MongoDB keeps it embedded in the parent for this).
+    claim = store.claim_refresh(token.jti, successor, now)
+    if not isinstance(claim, AlreadyClaimed):
+        return RotationResult(RotationStatus.ROTATED, successor, family)
+    used_at, earlier = claim.used_at, claim.successor
+    if judge_reuse(used_at, earlier, now, grace) is RotationStatus.GRACE:
+        return RotationResult(RotationStatus.GRACE, earlier, family)
+    store.revoke_family(family.family_id, now, "reuse")
+    return RotationResult(RotationStatus.REUSED, None, store.get_family(family.family_id) or family)
