@@ -22,5 +22,6 @@ def broker(clock: FakeClock) -> FakeBroker:
 def validator(broker: FakeBroker, clock: FakeClock) -> Iterator[TokenValidator]:
     client = broker.client()
     jwks = JWKSCache(ISSUER, http_client=client, clock=clock)
-    yield TokenValidator(ISSUER, "dna-api", jwks=jwks, clock=clock)
+    with TokenValidator(ISSUER, "dna-api", jwks=jwks, clock=clock) as validator:
+        yield validator
     client.close()

@@ -21,6 +21,9 @@ PUBLIC = {
         "KeySet",
         "MalformedToken",
         "NotYetValid",
+        "RevocationSet",
+        "RevocationsUnavailable",
+        "TokenRevoked",
         "TokenValidator",
         "UnknownKey",
         "UnsupportedAlgorithm",
@@ -32,11 +35,35 @@ PUBLIC = {
         "verify_access_token",
     ],
     "broker_client.jwks": ["JWKSCache", "parse_max_age"],
+    "broker_client.revocations": [
+        "KINDS",
+        "FeedPage",
+        "MalformedFeed",
+        "RevocationEntry",
+        "RevocationSet",
+        "parse_feed",
+    ],
+    "broker_client.background": [
+        "FEED_TYPE",
+        "FeedUnavailable",
+        "Refresher",
+        "RevocationFeed",
+        "Waiter",
+    ],
+    "broker_client.logout": [
+        "BACKCHANNEL_LOGOUT_EVENT",
+        "LOGOUT_TOKEN_TYPE",
+        "InvalidLogoutToken",
+        "LogoutTokenVerifier",
+    ],
     "broker_client.validator": ["TokenValidator", "ValidationCache"],
     "broker_client.shotgrid": [
         "ACCESS_TOKEN_TYPE",
+        "READ_METHODS",
         "SHOTGRID_TOKEN_TYPE",
         "TOKEN_EXCHANGE_GRANT",
+        "WRITE_METHODS",
+        "ReconnectingConnection",
         "ShotGridToken",
         "SudoConnectionPool",
         "TokenExchangeError",
@@ -52,11 +79,21 @@ PUBLIC = {
         "www_authenticate",
     ],
     "broker_client.integrations.fastapi": ["require_token"],
+    "broker_client.integrations.backchannel": [
+        "backchannel_logout_endpoint",
+        "backchannel_logout_route",
+    ],
     "broker_client.integrations.dna": [
         "ENV_AUDIENCE",
+        "ENV_FAIL_CLOSED",
         "ENV_ISSUER",
         "ENV_LEEWAY",
+        "ENV_REVOCATION_POLL",
+        "ENV_SHOTGRID_API_KEY",
+        "ENV_SHOTGRID_SCRIPT_NAME",
+        "ENV_SHOTGRID_URL",
         "BrokerAuthProvider",
+        "BrokerUnavailable",
     ],
 }
 
@@ -72,9 +109,8 @@ def test_all_is_pinned(module: str) -> None:
 def test_verify_all_names_the_error_tree() -> None:
     from broker_client import verify
 
-    assert set(PUBLIC["broker_client"]) - {"JWKSCache", "TokenValidator", "ValidationCache"} <= set(
-        verify.__all__
-    )
+    others = {"JWKSCache", "RevocationSet", "TokenValidator", "ValidationCache"}
+    assert set(PUBLIC["broker_client"]) - others <= set(verify.__all__)
 
 
 def test_error_tree() -> None:
@@ -86,6 +122,11 @@ def test_error_tree() -> None:
             assert issubclass(obj, ValueError)
             assert issubclass(obj, bc.BrokerClientError)
     assert not issubclass(bc.JWKSUnavailable, ValueError)
+    # Revocation refusals are 401s that existing handlers catch; a fail-closed refusal
+    # is a 503 that existing JWKSUnavailable handlers catch.
+    assert issubclass(bc.TokenRevoked, bc.InvalidToken)
+    assert issubclass(bc.RevocationsUnavailable, bc.JWKSUnavailable)
+    assert not issubclass(bc.RevocationsUnavailable, ValueError)
     assert not issubclass(bc.InsufficientScope, bc.InvalidToken)
 
 

@@ -1,4 +1,4 @@
-"""FastAPI require_token, the Starlette AuthenticationBackend and the DNA adapter.
+"""FastAPI require_token and the Starlette AuthenticationBackend (DNA: test_client_dna.py).
 
 No `from __future__ import annotations` here: FastAPI must see the dependencies that
 the route annotations build from local variables.
@@ -18,18 +18,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from broker_client import AccessTokenClaims, InvalidToken, JWKSUnavailable, TokenValidator
-from broker_client.integrations.dna import BrokerAuthProvider
+from broker_client import AccessTokenClaims, TokenValidator
 from broker_client.integrations.fastapi import require_token
 from broker_client.integrations.starlette import BrokerAuthBackend, on_auth_error
 from client_servers import serve
-from client_support import DROP, ISSUER, FakeBroker, FakeClock
+from client_support import ISSUER, FakeBroker, FakeClock
 
 
 @pytest.fixture
-def async_validator(broker: FakeBroker, clock: FakeClock) -> TokenValidator:
-    # httpx.Client runs the app in its own event loop; the JWKS comes over MockTransport.
-    return TokenValidator(ISSUER, "dna-api", async_http_client=broker.async_client(), clock=clock)
+def async_validator(broker: FakeBroker, clock: FakeClock) -> Iterator[TokenValidator]:
+    # The app runs on uvicorn's loop; the validator fetches on its own thread.
+    with (
+        broker.client() as client,
+        TokenValidator(ISSUER, "dna-api", http_client=client, clock=clock) as validator,
+    ):
+        yield validator
 
 
 def fastapi_app(validator: TokenValidator) -> FastAPI:
@@ -111,10 +114,17 @@ def test_fastapi_missing_scope_is_insufficient_scope(api: httpx.Client, broker: 
     assert api.get("/admin", headers=bearer(broker.mint(scope="openid admin"))).status_code == 200
 
 
-def test_fastapi_broker_unreachable_is_503(api: httpx.Client, broker: FakeBroker) -> None:
+def test_fastapi_broker_unreachable_is_503(broker: FakeBroker, clock: FakeClock) -> None:
     broker.down = True
-    response = api.get("/me", headers=bearer(broker.mint()))
-    assert response.status_code == 503
+    with (
+        broker.client() as client,
+        TokenValidator(ISSUER, "dna-api", http_client=client, clock=clock) as validator,
+    ):
+        for api in run(fastapi_app(validator)):
+            response = api.get("/me", headers=bearer(broker.mint()))
+            assert response.status_code == 503
+            assert 'error="temporarily_unavailable"' in response.headers["www-authenticate"]
+            assert int(response.headers["retry-after"]) >= 1
 
 
 def test_fastapi_needs_a_validator() -> None:
@@ -178,85 +188,3 @@ def test_starlette_backend_leaves_anonymous_requests_to_the_endpoint(
     starlette_client: httpx.Client,
 ) -> None:
     assert starlette_client.get("/whoami").status_code == 403  # starlette's requires()
-
-
-# --- DNA -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def dna(broker: FakeBroker, monkeypatch: pytest.MonkeyPatch) -> Iterator[BrokerAuthProvider]:
-    monkeypatch.setenv("BROKER_ISSUER", ISSUER)
-    monkeypatch.setenv("BROKER_AUDIENCE", "dna-api")
-    with broker.client() as client:
-        yield BrokerAuthProvider.from_env(http_client=client)
-
-
-def test_dna_validate_token_returns_email_sub_name(
-    dna: BrokerAuthProvider, broker: FakeBroker
-) -> None:
-    broker.clock.now = __import__("time").time()
-    assert dna.validate_token(broker.mint()) == {
-        "email": "alice@example.com",
-        "sub": "101",
-        "name": "Alice Artist",
-    }
-    assert dna.get_user_email(broker.mint()) == "alice@example.com"
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda b: b.mint(exp=int(b.clock()) - 3600),
-        lambda b: b.mint(aud="review-api"),
-        lambda b: b.mint(email=DROP),
-        lambda b: "not-a-token",
-    ],
-    ids=["expired", "wrong audience", "no email", "garbage"],
-)
-def test_dna_invalid_tokens_raise_value_errors(
-    dna: BrokerAuthProvider, broker: FakeBroker, make: Any
-) -> None:
-    broker.clock.now = __import__("time").time()
-    with pytest.raises(ValueError) as caught:
-        dna.validate_token(make(broker))
-    assert isinstance(caught.value, InvalidToken)
-    with pytest.raises(ValueError):
-        dna.get_user_email(make(broker))
-
-
-def test_dna_audience_comes_from_the_environment(
-    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    broker.clock.now = __import__("time").time()
-    monkeypatch.setenv("BROKER_ISSUER", ISSUER)
-    monkeypatch.setenv("BROKER_AUDIENCE", "review-api")
-    with broker.client() as client:
-        provider = BrokerAuthProvider.from_env(http_client=client)
-        assert provider.validate_token(broker.mint(aud="review-api"))["sub"] == "101"
-        with pytest.raises(ValueError):
-            provider.validate_token(broker.mint())
-
-
-@pytest.mark.parametrize(
-    "env", [{}, {"BROKER_ISSUER": "  "}, {"BROKER_ISSUER": ISSUER, "BROKER_LEEWAY": "soon"}]
-)
-def test_dna_from_env_needs_its_settings(env: dict[str, str]) -> None:
-    with pytest.raises(ValueError, match="BROKER_"):
-        BrokerAuthProvider.from_env(env)
-
-
-def test_dna_broker_down_is_not_a_token_error(
-    broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    broker.down = True
-    with broker.client() as client:
-        provider = BrokerAuthProvider.from_env({"BROKER_ISSUER": ISSUER}, http_client=client)
-        with pytest.raises(JWKSUnavailable):
-            provider.validate_token(broker.mint())
-
-
-def test_dna_default_client_is_real_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
-    provider = BrokerAuthProvider.from_env({"BROKER_ISSUER": ISSUER})
-    assert provider.validator.audience == "dna-api"
-    assert isinstance(provider.validator.jwks._sync_client(), httpx.Client)
-    provider.validator.jwks.close()

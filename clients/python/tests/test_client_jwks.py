@@ -1,10 +1,11 @@
-"""JWKSCache: discovery, Cache-Control, rotation single flight, serving while the broker is down."""
+"""JWKSCache: discovery, Cache-Control, rotation single flight, serving while the broker is
+down; directly, and through a validator whose background thread drives it."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -21,18 +22,38 @@ def client(broker: FakeBroker) -> Iterator[httpx.Client]:
         yield client
 
 
-def make_validator(client: httpx.Client, clock: FakeClock, **options: float) -> TokenValidator:
-    jwks = JWKSCache(ISSUER, http_client=client, clock=clock, **options)
-    return TokenValidator(ISSUER, "dna-api", jwks=jwks, clock=clock)
+@pytest.fixture
+def validators() -> Iterator[list[TokenValidator]]:
+    made: list[TokenValidator] = []
+    yield made
+    for validator in made:
+        validator.close()
+
+
+@pytest.fixture
+def make_validator(
+    client: httpx.Client, clock: FakeClock, validators: list[TokenValidator]
+) -> Callable[..., TokenValidator]:
+    def make(**options: float) -> TokenValidator:
+        jwks = JWKSCache(ISSUER, http_client=client, clock=clock, **options)
+        validators.append(TokenValidator(ISSUER, "dna-api", jwks=jwks, clock=clock))
+        return validators[-1]
+
+    return make
+
+
+def key_requests(broker: FakeBroker) -> list[str]:
+    """Requests for discovery and the JWKS (the feed is polled beside them)."""
+    return [path for path in broker.requests if path != "/revocations"]
 
 
 def test_discovery_then_jwks_once(
-    broker: FakeBroker, client: httpx.Client, clock: FakeClock
+    broker: FakeBroker, make_validator: Callable[..., TokenValidator]
 ) -> None:
-    validator = make_validator(client, clock)
+    validator = make_validator()
     for _ in range(5):
         validator.validate(broker.mint())
-    assert broker.requests == ["/.well-known/openid-configuration", "/jwks.json"]
+    assert key_requests(broker) == ["/.well-known/openid-configuration", "/jwks.json"]
 
 
 def test_discovery_naming_another_issuer_is_refused(clock: FakeClock) -> None:
@@ -112,9 +133,9 @@ def test_no_store_is_clamped_to_the_minimum(
 
 
 def test_rotation_refetches_once_then_rate_limits_unknown_kids(
-    broker: FakeBroker, client: httpx.Client, clock: FakeClock
+    broker: FakeBroker, clock: FakeClock, make_validator: Callable[..., TokenValidator]
 ) -> None:
-    validator = make_validator(client, clock, unknown_kid_interval=30)
+    validator = make_validator(unknown_kid_interval=30)
     validator.validate(broker.mint())
     broker.add_key("k2")
     assert validator.validate(broker.mint()).sub == "101"  # new kid: one refetch
@@ -135,9 +156,9 @@ def test_rotation_refetches_once_then_rate_limits_unknown_kids(
 
 
 def test_old_keys_keep_verifying_after_rotation(
-    broker: FakeBroker, client: httpx.Client, clock: FakeClock
+    broker: FakeBroker, make_validator: Callable[..., TokenValidator]
 ) -> None:
-    validator = make_validator(client, clock)
+    validator = make_validator()
     old = broker.mint()
     broker.add_key("k2")
     validator.validate(broker.mint())
@@ -145,9 +166,9 @@ def test_old_keys_keep_verifying_after_rotation(
 
 
 def test_a_burst_of_new_kid_tokens_from_threads_makes_one_request(
-    broker: FakeBroker, client: httpx.Client, clock: FakeClock
+    broker: FakeBroker, make_validator: Callable[..., TokenValidator]
 ) -> None:
-    validator = make_validator(client, clock)
+    validator = make_validator()
     validator.validate(broker.mint())
     broker.add_key("k2")
     broker.delay = 0.05  # the fetch takes a while, so the burst piles up behind it
@@ -164,50 +185,57 @@ def test_a_burst_of_new_kid_tokens_from_threads_makes_one_request(
 
 
 def test_a_burst_of_new_kid_tokens_from_tasks_makes_one_request(
-    broker: FakeBroker, clock: FakeClock
+    broker: FakeBroker, make_validator: Callable[..., TokenValidator]
 ) -> None:
+    validator = make_validator()
+
     async def scenario() -> list[str]:
-        async with broker.async_client() as client:
-            jwks = JWKSCache(ISSUER, async_http_client=client, clock=clock)
-            validator = TokenValidator(ISSUER, "dna-api", jwks=jwks, clock=clock)
-            await validator.avalidate(broker.mint())
-            broker.add_key("k2")
-            broker.delay = 0.05
-            tokens = [broker.mint() for _ in range(50)]
-            results = await asyncio.gather(*(validator.avalidate(t) for t in tokens))
-            return [c.sub for c in results]
+        await validator.avalidate(broker.mint())
+        broker.add_key("k2")
+        broker.delay = 0.05
+        tokens = [broker.mint() for _ in range(50)]
+        results = await asyncio.gather(*(validator.avalidate(t) for t in tokens))
+        return [c.sub for c in results]
 
     assert asyncio.run(scenario()) == ["101"] * 50
     assert broker.count("/jwks.json") == 2
 
 
 def test_broker_down_serves_cached_keys_until_the_bound(
-    broker: FakeBroker, client: httpx.Client, clock: FakeClock
+    broker: FakeBroker, clock: FakeClock, make_validator: Callable[..., TokenValidator]
 ) -> None:
     broker.cache_control = "max-age=60"
-    validator = make_validator(client, clock, max_stale=600, retry_interval=10)
+    validator = make_validator(max_stale=600, retry_interval=10)
     validator.validate(broker.mint())
     broker.down = True
     clock.advance(61)  # stale now, broker unreachable
+    assert validator.refresh(force=False)  # the background thread tries, and fails
     for _ in range(5):
-        assert validator.validate(broker.mint()).sub == "101"
-    assert len(broker.requests) == 3  # discovery, JWKS, one failed try, then wait
+        assert validator.validate(broker.mint()).sub == "101"  # no request of its own
+    assert key_requests(broker) == [
+        "/.well-known/openid-configuration",
+        "/jwks.json",
+        "/jwks.json",  # the one try, refused
+    ]
+    assert validator.refresh(force=False)  # within the retry interval: no new try
+    assert len(key_requests(broker)) == 3
     clock.advance(11)
-    validator.validate(broker.mint())
-    assert len(broker.requests) == 4
+    assert validator.refresh(force=False)
+    assert len(key_requests(broker)) == 4
     clock.advance(600)  # past fresh_until + max_stale
     with pytest.raises(JWKSUnavailable):
         validator.validate(broker.mint())
     broker.down = False  # back: recovers at the next try
     clock.advance(11)
+    assert validator.refresh(force=False)
     assert validator.validate(broker.mint()).sub == "101"
 
 
 def test_never_reached_broker_is_jwks_unavailable_not_invalid_token(
-    broker: FakeBroker, client: httpx.Client, clock: FakeClock
+    broker: FakeBroker, make_validator: Callable[..., TokenValidator]
 ) -> None:
     broker.down = True
-    validator = make_validator(client, clock)
+    validator = make_validator()
     with pytest.raises(JWKSUnavailable) as caught:
         validator.validate(broker.mint())
     assert not isinstance(caught.value, ValueError)

@@ -64,8 +64,10 @@ def test_failures_are_not_cached(
 
 
 def test_the_cache_is_a_bounded_lru(broker: FakeBroker, clock: FakeClock) -> None:
-    with broker.client() as client:
-        validator = TokenValidator(ISSUER, http_client=client, clock=clock, cache_size=2)
+    with (
+        broker.client() as client,
+        TokenValidator(ISSUER, http_client=client, clock=clock, cache_size=2) as validator,
+    ):
         a, b, c = broker.mint(), broker.mint(), broker.mint()
         validator.validate(a)
         validator.validate(b)
@@ -80,24 +82,27 @@ def test_the_cache_is_a_bounded_lru(broker: FakeBroker, clock: FakeClock) -> Non
 
 
 def test_cache_size_zero_disables_caching(broker: FakeBroker, clock: FakeClock) -> None:
-    with broker.client() as client:
-        validator = TokenValidator(ISSUER, http_client=client, clock=clock, cache_size=0)
+    with (
+        broker.client() as client,
+        TokenValidator(ISSUER, http_client=client, clock=clock, cache_size=0) as validator,
+    ):
         token = broker.mint()
         validator.validate(token)
         validator.validate(token)
         assert validator.signature_checks == 2
 
 
-def test_avalidate_shares_the_cache(broker: FakeBroker, clock: FakeClock) -> None:
-    async def scenario() -> int:
-        async with broker.async_client() as client:
-            validator = TokenValidator(ISSUER, async_http_client=client, clock=clock)
-            token = broker.mint()
-            for _ in range(10):
-                assert (await validator.avalidate(token)).sg_login == "alice"
-            return validator.signature_checks
+def test_avalidate_shares_the_cache(validator: TokenValidator, broker: FakeBroker) -> None:
+    token = broker.mint()
+    validator.validate(token)
 
-    assert asyncio.run(scenario()) == 1
+    async def scenario() -> None:
+        for _ in range(10):
+            assert (await validator.avalidate(token)).sg_login == "alice"
+
+    asyncio.run(scenario())
+    assert validator.signature_checks == 1
+    assert validator.cache_hits == 10
 
 
 def test_validation_cache_rejects_negative_sizes() -> None:

@@ -11,6 +11,7 @@ httpx and cryptography.
 """
 
 from .jwks import JWKSCache
+from .revocations import RevocationSet
 from .validator import TokenValidator, ValidationCache
 from .verify import (
     AccessTokenClaims,
@@ -24,6 +25,8 @@ from .verify import (
     KeySet,
     MalformedToken,
     NotYetValid,
+    RevocationsUnavailable,
+    TokenRevoked,
     UnknownKey,
     UnsupportedAlgorithm,
     VerificationKey,
@@ -46,6 +49,9 @@ __all__ = [
     "KeySet",
     "MalformedToken",
     "NotYetValid",
+    "RevocationSet",
+    "RevocationsUnavailable",
+    "TokenRevoked",
     "TokenValidator",
     "UnknownKey",
     "UnsupportedAlgorithm",

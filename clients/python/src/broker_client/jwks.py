@@ -14,7 +14,9 @@ loaded `KeySet`:
   `JWKSUnavailable`.
 
 Sync (`key_set`, `key_set_for`) and async (`akey_set`, `akey_set_for`) share one state,
-guarded by a lock held only for bookkeeping, never across I/O.
+guarded by a lock held only for bookkeeping, never across I/O. `TokenValidator` calls the
+sync ones on its own background thread only, and reads the result with `current`, which
+never does I/O.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class JWKSCache:
         self._next_attempt = -math.inf
         self._last_kid_refetch = -math.inf
         self._generation = 0  # bumped by every successful fetch
+        self._metadata: dict[str, Any] | None = None
+        self._failing = False
         self.fetches = 0  # HTTP fetches of the JWKS attempted (for metrics and tests)
 
     # --- public, sync ---------------------------------------------------------------
@@ -121,6 +125,39 @@ class JWKSCache:
     @property
     def generation(self) -> int:
         return self._generation
+
+    # --- public, no I/O -----------------------------------------------------------------
+
+    def current(self, now: float | None = None) -> KeySet | None:
+        """The last good key set while it may still be used (fresh, or stale within
+        `max_stale`); None otherwise. Never fetches."""
+        return self._usable(self._clock() if now is None else now)
+
+    def refresh_due(self, now: float) -> bool:
+        """Whether a fetch is wanted now: the key set is missing or stale, and the retry
+        interval after a failure has passed."""
+        return now >= self._fresh_until and now >= self._next_attempt
+
+    def next_check(self) -> float:
+        """When `refresh_due` next turns true (clock seconds; -inf: already)."""
+        return max(self._fresh_until, self._next_attempt)
+
+    def kid_refetch_allowed(self, now: float) -> bool:
+        """Whether an unknown kid may make a fetch now (once per `unknown_kid_interval`,
+        and not while the retry interval after a failure runs)."""
+        return (
+            now - self._last_kid_refetch >= self.unknown_kid_interval and now >= self._next_attempt
+        )
+
+    def retry_after(self, now: float) -> int:
+        """Seconds until the next fetch may happen, for a Retry-After header (>= 1)."""
+        return max(1, math.ceil(self._next_attempt - now)) if now < self._next_attempt else 1
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """The discovery document of the last discovery (None before, or with an explicit
+        `jwks_uri`): other endpoints, such as the revocation feed's, are read from it."""
+        return self._metadata
 
     def close(self) -> None:
         if self._owns_client and self._client is not None:
@@ -180,6 +217,9 @@ class JWKSCache:
             self._fresh_until = now + ttl
             self._next_attempt = -math.inf
             self._generation += 1
+            if self._failing:
+                log.info("the broker's JWKS is reachable again")
+            self._failing = False
         return keys
 
     def _failed(self, exc: Exception) -> KeySet:
@@ -189,13 +229,20 @@ class JWKSCache:
             if self._configured_jwks_uri is None:
                 self._jwks_uri = None  # rediscover next time: the metadata may have moved
             usable = self._usable(now)
-        log.warning("fetching the broker's JWKS failed: %s", exc)
+            first = not self._failing
+            self._failing = True
+        # Once per outage: the background thread retries every retry_interval.
+        (log.warning if first else log.debug)("fetching the broker's JWKS failed: %s", exc)
         if usable is None:
-            raise JWKSUnavailable(f"the broker's key set is unavailable: {exc}") from exc
+            raise JWKSUnavailable(
+                f"the broker's key set is unavailable: {exc}", self.retry_after(now)
+            ) from exc
         return usable
 
     def _unavailable(self) -> KeySet:
-        raise JWKSUnavailable("the broker's key set is unavailable")
+        raise JWKSUnavailable(
+            "the broker's key set is unavailable", self.retry_after(self._clock())
+        )
 
     # --- sync I/O ---------------------------------------------------------------------
 
@@ -218,6 +265,10 @@ class JWKSCache:
             return self._store(new_keys, max_age)
         finally:
             self._fetch_lock.release()
+
+    def http_client(self) -> httpx.Client:
+        """The sync client fetches go through (the caller's, or one of our own)."""
+        return self._sync_client()
 
     def _sync_client(self) -> httpx.Client:
         if self._client is None:
@@ -295,6 +346,7 @@ class JWKSCache:
         uri = metadata.get("jwks_uri")
         if not isinstance(uri, str) or not uri:
             raise ValueError("discovery metadata has no jwks_uri")
+        self._metadata = metadata
         return uri
 
     def _key_set_from(self, response: httpx.Response) -> tuple[KeySet, float | None]:

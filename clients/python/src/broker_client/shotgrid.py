@@ -4,6 +4,10 @@
   `sudo_as_login=claims.sg_login`, so ShotGrid applies that user's permissions; nothing
   of the user's is kept. Connections are not thread-safe, so they are checked out
   (`with pool.connection(claims) as sg:`) and idle ones are kept in a bounded LRU.
+  A connection the server closed while it sat idle (keep-alive expiry: BrokenPipeError,
+  a reset, RemoteDisconnected) is reconnected once for reads (`READ_METHODS`), which
+  are safe to repeat; writes (everything else: `create`, `update`, `batch`, ...) are
+  never retried, since a write the server did receive must not be applied twice.
 - `exchange_for_shotgrid_token`: RFC 8693 token exchange at the broker for a ShotGrid
   REST bearer token acting as the user (CONTRACT.md, "Token exchange").
 """
@@ -12,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
+import ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote_plus
 
 import httpx
@@ -25,8 +31,11 @@ from .verify import AccessTokenClaims, BrokerClientError, InvalidClaim
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "READ_METHODS",
     "SHOTGRID_TOKEN_TYPE",
     "TOKEN_EXCHANGE_GRANT",
+    "WRITE_METHODS",
+    "ReconnectingConnection",
     "ShotGridToken",
     "SudoConnectionPool",
     "TokenExchangeError",
@@ -40,6 +49,97 @@ SHOTGRID_TOKEN_TYPE = "urn:shotgrid:params:oauth:token-type:access_token"
 
 ConnectionFactory = Callable[[str], Any]
 """Makes a connection acting as the given ShotGrid login."""
+
+# shotgun_api3 methods that only read: repeating one changes nothing on the server.
+READ_METHODS: Final = frozenset(
+    {
+        "info",
+        "find",
+        "find_one",
+        "summarize",
+        "text_search",
+        "schema_read",
+        "schema_entity_read",
+        "schema_field_read",
+        "work_schedule_read",
+        "note_thread_read",
+        "activity_stream_read",
+        "following",
+        "followers",
+        "preferences_read",
+        "user_subscriptions_read",
+        "nav_expand",
+        "nav_search_string",
+        "nav_search_entity",
+    }
+)
+# Documented for readers: these (and any method not in READ_METHODS) are never retried.
+WRITE_METHODS: Final = frozenset(
+    {
+        "create",
+        "update",
+        "delete",
+        "revive",
+        "batch",
+        "upload",
+        "upload_thumbnail",
+        "upload_filmstrip_thumbnail",
+        "share_thumbnail",
+        "follow",
+        "unfollow",
+        "schema_field_create",
+        "schema_field_update",
+        "schema_field_delete",
+        "work_schedule_update",
+        "update_project_last_accessed",
+        "user_subscriptions_create",
+    }
+)
+# What a connection the server closed while idle raises on its next use. Timeouts are
+# not in it (TimeoutError is no ConnectionError): a slow server is not a closed socket.
+_CLOSED_CONNECTION: Final = (ConnectionError, http.client.HTTPException, ssl.SSLError)
+
+
+class ReconnectingConnection:
+    """A shotgun_api3 connection whose reads survive a server-closed idle connection.
+
+    Attribute access goes to the wrapped connection (`.connection`); the methods in
+    `READ_METHODS` get one reconnect and retry when the first try fails with a closed
+    connection. `reconnects` counts those retries.
+    """
+
+    __slots__ = ("connection", "reconnects")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.reconnects = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.connection, name)
+        if name in READ_METHODS and callable(attr):
+
+            def read(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return attr(*args, **kwargs)
+                except _CLOSED_CONNECTION:
+                    _drop_socket(self.connection)
+                    self.reconnects += 1
+                    return getattr(self.connection, name)(*args, **kwargs)
+
+            return read
+        return attr
+
+    def __repr__(self) -> str:
+        return f"ReconnectingConnection({self.connection!r})"
+
+
+def _drop_socket(conn: Any) -> None:
+    """Forget the connection's HTTP socket so the next call opens a new one.
+    (shotgun_api3 does this itself when a call fails; doing it again is harmless.)"""
+    drop = getattr(conn, "_close_connection", None)
+    if callable(drop):
+        with contextlib.suppress(Exception):
+            drop()
 
 
 class SudoConnectionPool:
@@ -69,23 +169,28 @@ class SudoConnectionPool:
     def _shotgun(self, login: str) -> Any:
         from shotgun_api3.shotgun import Shotgun  # the `shotgrid` extra
 
-        return Shotgun(
+        sg = Shotgun(
             self.base_url,
             script_name=self.script_name,
             api_key=self._api_key,
             sudo_as_login=login,
             **self._shotgun_options,
         )
+        # shotgun_api3 retries TLS errors itself, writes included, 3 s apart; a write
+        # must never be sent twice, so its retries are off and reads get ours instead.
+        sg.config.max_rpc_attempts = 1
+        return sg
 
     @contextlib.contextmanager
     def connection(self, who: AccessTokenClaims | str) -> Iterator[Any]:
-        """A connection acting as the token's user (or a login), for this block only."""
+        """A connection acting as the token's user (or a login), for this block only:
+        a `ReconnectingConnection` around the factory's connection."""
         login = who if isinstance(who, str) else who.sg_login
         if not login:
             raise InvalidClaim("sg_login", "the token names no ShotGrid login")
         conn = self._checkout(login)
         try:
-            yield conn
+            yield ReconnectingConnection(conn)
         finally:
             self._checkin(login, conn)
 

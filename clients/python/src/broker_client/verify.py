@@ -12,16 +12,18 @@ Errors (all `InvalidToken`s are also `ValueError`s; `error` is the RFC 6750 §3.
     ├── InvalidToken(ValueError)      invalid_token, answered with 401
     │   ├── MalformedToken            not a compact JWS, bad base64url or JSON, too large
     │   ├── UnsupportedAlgorithm      alg not that of the key (none, HS256, ...)
-    │   ├── WrongTokenType            header typ is not at+jwt (e.g. a refresh token)
+    │   ├── WrongTokenType            not an access token: a refresh, ID or logout token, ...
     │   ├── UnknownKey                kid not in the key set, even after a refetch
     │   ├── BadSignature
     │   ├── ExpiredToken              exp passed (beyond the leeway)
     │   ├── NotYetValid               nbf or iat in the future (beyond the leeway)
     │   ├── WrongIssuer
     │   ├── WrongAudience
-    │   └── InvalidClaim              a required claim missing or of the wrong type
+    │   ├── InvalidClaim              a required claim missing or of the wrong type
+    │   └── TokenRevoked              its session, refresh family or jti is revoked
     ├── InsufficientScope             a valid token without a required scope: 403
-    └── JWKSUnavailable               no usable key set (broker unreachable past the bound)
+    └── JWKSUnavailable               no usable key set (broker unreachable past the bound): 503
+        └── RevocationsUnavailable    fail_closed, and the revocation feed is unreadable: 503
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ __all__ = [
     "KeySet",
     "MalformedToken",
     "NotYetValid",
+    "RevocationsUnavailable",
+    "TokenRevoked",
     "UnknownKey",
     "UnsupportedAlgorithm",
     "VerificationKey",
@@ -63,6 +67,7 @@ __all__ = [
     "WrongIssuer",
     "WrongTokenType",
     "verify_access_token",
+    "verify_typed_jws",
 ]
 
 Clock = Callable[[], float]
@@ -140,6 +145,22 @@ class InvalidClaim(InvalidToken):
         self.claim = claim
 
 
+class TokenRevoked(InvalidToken):
+    """Valid in every other way, but the broker revoked it: its login session ended
+    (logout), its refresh family was revoked, or the token itself was (`/revoke`)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"the access token was revoked ({_REVOKED_BY.get(kind, kind)})")
+        self.kind = kind
+
+
+_REVOKED_BY: Final = {
+    "sid": "its session ended",
+    "fam": "its refresh family was revoked",
+    "jti": "it was revoked",
+}
+
+
 class InsufficientScope(BrokerClientError):
     """A valid token that lacks a scope the resource requires (RFC 6750 §3.1, 403)."""
 
@@ -152,7 +173,28 @@ class InsufficientScope(BrokerClientError):
 
 
 class JWKSUnavailable(BrokerClientError):
-    """No usable key set: the broker cannot be reached and the last good one is too old."""
+    """No usable key set: the broker cannot be reached and the last good one is too old.
+
+    A server-side problem, not the token's: answer 503. `retry_after` is a hint in
+    seconds (when the next attempt is due), for a `Retry-After` header.
+    """
+
+    def __init__(self, message: str = "the broker's key set is unavailable", retry_after: int = 5):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RevocationsUnavailable(JWKSUnavailable):
+    """`fail_closed=True` and the revocation feed has been unreadable for too long.
+
+    A `JWKSUnavailable` so that every handler already answering 503 for an unreachable
+    broker does so here too: both mean "cannot tell right now", not "bad token".
+    """
+
+    def __init__(
+        self, message: str = "the broker's revocation feed is unavailable", retry_after: int = 5
+    ) -> None:
+        super().__init__(message, retry_after)
 
 
 # --- keys ---------------------------------------------------------------------------
@@ -346,6 +388,11 @@ class AccessTokenClaims:
         return self._claims.get("sid")
 
     @property
+    def fam(self) -> str | None:
+        """The refresh family the token came from (absent on client-credentials tokens)."""
+        return self._claims.get("fam")
+
+    @property
     def auth_time(self) -> float | None:
         return self._claims.get("auth_time")
 
@@ -413,36 +460,77 @@ def _json_object(text: str) -> Any:
     return value if end == len(text) else json.loads(text)
 
 
-_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})
-# Parsed, acceptable headers by their base64url segment: tokens from one broker share
-# a handful of headers, so the JSON parse and checks happen once per (kid, alg).
+ACCESS_TOKEN_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})
+# Parsed, acceptable access-token headers by their base64url segment: tokens from one
+# broker share a handful of headers, so the JSON parse and checks happen once per kid.
 _header_cache: dict[bytes, tuple[str, str]] = {}
 
+# Other tokens a broker signs, by header typ, named in the refusal so that whoever sent
+# one learns what they sent rather than a misleading algorithm complaint.
+_OTHER_TYPES: Final = {
+    "rt+jwt": "a refresh token",
+    "logout+jwt": "a logout token",
+    "revocations+jwt": "a revocation feed",
+}
+_ID_TOKEN_CLAIMS: Final = ("nonce", "at_hash", "c_hash", "azp")
 
-def _parse_header(segment: bytes) -> tuple[str, str]:
+
+def _not_an_access_token(typ: Any, payload_segment: bytes) -> WrongTokenType:
+    """The refusal for a header whose typ is not at+jwt: say what the token is instead."""
+    kind = _OTHER_TYPES.get(typ.lower()) if isinstance(typ, str) else None
+    if kind is None and (typ is None or (isinstance(typ, str) and typ.upper() == "JWT")):
+        # Untyped or plain "JWT": an OIDC ID token looks like one (OIDC Core §2). The
+        # payload is only peeked at to word the refusal; nothing trusts it.
+        try:
+            payload = json.loads(_b64decode(payload_segment))
+        except (ValueError, MalformedToken):
+            payload = None
+        if isinstance(payload, dict) and (
+            any(name in payload for name in _ID_TOKEN_CLAIMS)
+            or ("client_id" not in payload and "scope" not in payload and "aud" in payload)
+        ):
+            kind = "an ID token"
+    if kind is not None:
+        return WrongTokenType(f"the token is {kind}, not an access token")
+    return WrongTokenType("the token is not an access token (typ must be at+jwt)")
+
+
+def _load_header(segment: bytes) -> dict[str, Any]:
     try:
         header = json.loads(_b64decode(segment))
     except ValueError:
         raise MalformedToken("the token header is not JSON") from None
     if not isinstance(header, dict):
         raise MalformedToken("the token header is not a JSON object")
-    alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
-    if alg not in SUPPORTED_ALGORITHMS:
-        raise UnsupportedAlgorithm("the token's algorithm is not allowed")
-    if not isinstance(typ, str) or typ.lower() not in _TYPES:
-        raise WrongTokenType("the token is not an access token (typ must be at+jwt)")
-    if not isinstance(kid, str) or not kid:
-        raise MalformedToken("the token header has no kid")
     if "crit" in header:  # RFC 7515 §4.1.11: we understand no extensions
         raise MalformedToken("the token header has unsupported critical parameters")
+    return header
+
+
+def _alg_and_kid(header: dict[str, Any]) -> tuple[str, str]:
+    alg, kid = header.get("alg"), header.get("kid")
+    if alg not in SUPPORTED_ALGORITHMS:
+        raise UnsupportedAlgorithm("the token's algorithm is not allowed")
+    if not isinstance(kid, str) or not kid:
+        raise MalformedToken("the token header has no kid")
+    return alg, kid
+
+
+def _parse_header(segment: bytes, payload_segment: bytes) -> tuple[str, str]:
+    header = _load_header(segment)
+    typ = header.get("typ")
+    # The type first: a refresh token (HS256) is refused as what it is, not for its alg.
+    if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+        raise _not_an_access_token(typ, payload_segment)
+    alg, kid = _alg_and_kid(header)
     if len(_header_cache) >= 256:
         _header_cache.clear()
     _header_cache[segment] = (alg, kid)
     return alg, kid
 
 
-def verify_signature(token: str | bytes, keys: KeySet) -> dict[str, Any]:
-    """Check the compact JWS and return its payload; no claim is looked at."""
+def _split(token: str | bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(signing input, header, payload, signature) segments of a compact JWS."""
     if isinstance(token, str):
         if len(token) > MAX_TOKEN_BYTES:
             raise MalformedToken("the token is too large")
@@ -460,8 +548,12 @@ def verify_signature(token: str | bytes, keys: KeySet) -> dict[str, Any]:
     header_segment, _, payload_segment = signed.partition(b".")
     if not header_segment or not payload_segment or b"." in payload_segment:
         raise MalformedToken("the token is not a compact JWS")
-    parsed = _header_cache.get(header_segment)
-    alg, kid = parsed if parsed is not None else _parse_header(header_segment)
+    return signed, header_segment, payload_segment, sig_segment
+
+
+def _verified_payload(
+    keys: KeySet, alg: str, kid: str, signed: bytes, payload_segment: bytes, sig_segment: bytes
+) -> dict[str, Any]:
     key = keys.get(kid)
     if key is None:
         raise UnknownKey(kid)
@@ -480,7 +572,47 @@ def verify_signature(token: str | bytes, keys: KeySet) -> dict[str, Any]:
     return payload
 
 
-_STRING_CLAIMS: Final = ("sub", "jti", "client_id", "scope", "sid", "email", "name", "sg_login")
+def verify_signature(token: str | bytes, keys: KeySet) -> dict[str, Any]:
+    """Check the compact JWS of an access token and return its payload; no claim is
+    looked at."""
+    signed, header_segment, payload_segment, sig_segment = _split(token)
+    parsed = _header_cache.get(header_segment)
+    alg, kid = parsed if parsed is not None else _parse_header(header_segment, payload_segment)
+    return _verified_payload(keys, alg, kid, signed, payload_segment, sig_segment)
+
+
+def check_form(token: str | bytes) -> str:
+    """The structural checks that need no key (compact JWS, header, typ, alg): lets a
+    validator without a key set still refuse garbage as 401 rather than 503. Returns
+    the kid."""
+    _signed, header_segment, payload_segment, _sig = _split(token)
+    parsed = _header_cache.get(header_segment)
+    return (parsed if parsed is not None else _parse_header(header_segment, payload_segment))[1]
+
+
+def verify_typed_jws(token: str | bytes, keys: KeySet, typ: str) -> dict[str, Any]:
+    """Check a compact JWS whose header `typ` must be `typ` (RFC 8725 §3.11: explicit
+    typing keeps a logout token or a signed feed from passing as anything else)."""
+    signed, header_segment, payload_segment, sig_segment = _split(token)
+    header = _load_header(header_segment)
+    found = header.get("typ")
+    if not isinstance(found, str) or found.lower() not in (typ, "application/" + typ):
+        raise WrongTokenType(f"the token is not of type {typ}")
+    alg, kid = _alg_and_kid(header)
+    return _verified_payload(keys, alg, kid, signed, payload_segment, sig_segment)
+
+
+_STRING_CLAIMS: Final = (
+    "sub",
+    "jti",
+    "client_id",
+    "scope",
+    "sid",
+    "fam",
+    "email",
+    "name",
+    "sg_login",
+)
 _NUMERIC_CLAIMS: Final = ("exp", "nbf", "iat", "auth_time")
 
 
