@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 import uuid
@@ -96,6 +97,7 @@ class FakeBroker:
         self.requests: list[str] = []
         self.feed_reads: list[tuple[str | None, str, int]] = []  # (since, accept, status)
         self.entries: list[tuple[int, dict[str, Any]]] = []  # (created ms, entry)
+        self.feed_signer: tuple[str, Any] | None = None  # (kid, key): sign the feed with it
         self._lock = threading.Lock()
         self.add_key("k1")
 
@@ -219,7 +221,13 @@ class FakeBroker:
             )
         obj = self.feed_object(since)
         if "application/jwt" in accept:
-            body = self.sign({**obj, "exp": obj["iat"] + 60}, "revocations+jwt").encode()
+            claims = {**obj, "exp": obj["iat"] + 60}
+            if self.feed_signer is None:
+                body = self.sign(claims, "revocations+jwt").encode()
+            else:  # a forger's key, absent from the JWKS
+                kid, key = self.feed_signer
+                headers = {"kid": kid, "typ": "revocations+jwt"}
+                body = jwt.encode(claims, key, algorithm="RS256", headers=headers).encode()
             kind = "application/jwt"
         else:
             body = json.dumps(obj).encode()
@@ -334,3 +342,28 @@ def forge_hs256(header: dict[str, Any], payload: dict[str, Any], secret: bytes) 
     signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(payload).encode())
     mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + b64(mac)
+
+
+class LogRecords(logging.Handler):
+    """Records of one logger, without pytest's caplog (the suite may run -p no:logging)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.logger = logging.getLogger(name)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.WARNING) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+    def __enter__(self) -> LogRecords:
+        self._level = self.logger.level
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self._level)

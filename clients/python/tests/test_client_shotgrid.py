@@ -1,18 +1,22 @@
-"""The sudo connection pool (with a fake factory) and the RFC 8693 exchange helper
-(against a small real Starlette app under uvicorn). The pool against the ShotGrid
-emulator is still to come."""
+"""The sudo connection pool (with a fake factory, and with shotgun_api3 against the
+ShotGrid emulator under uvicorn) and the RFC 8693 exchange helper (against a small real
+Starlette app under uvicorn)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import select
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from shotgrid_emulator import ShotGridEmulator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,7 +24,9 @@ from starlette.routing import Route
 
 from broker_client import InvalidClaim
 from broker_client.shotgrid import (
+    READ_METHODS,
     SHOTGRID_TOKEN_TYPE,
+    WRITE_METHODS,
     SudoConnectionPool,
     TokenExchangeError,
     aexchange_for_shotgrid_token,
@@ -124,6 +130,81 @@ def test_the_default_factory_makes_a_sudo_shotgun_connection() -> None:
         assert sg.config.script_name == "token-broker"
         # shotgun_api3's own retries (TLS errors, writes included) are off: ours only.
         assert sg.config.max_rpc_attempts == 1
+
+
+# --- against the ShotGrid emulator: reconnecting after the server closed an idle socket ---
+
+ALICE = ["Spring Shorts", "Harbor Lights"]
+
+
+@pytest.fixture
+def short_keep_alive() -> Iterator[tuple[ShotGridEmulator, str]]:
+    """The emulator closing idle connections after 1 s (uvicorn's timeout_keep_alive; a
+    real site's proxies do the same after a while), so a pooled connection goes stale."""
+    emulator = ShotGridEmulator.default()
+    with serve(emulator.app, timeout_keep_alive=1) as site:
+        yield emulator, site.url
+
+
+@pytest.fixture
+def sudo(short_keep_alive: tuple[ShotGridEmulator, str]) -> Iterator[SudoConnectionPool]:
+    pool = SudoConnectionPool(short_keep_alive[1], "token-broker", "token-broker-key")
+    yield pool
+    pool.close()
+
+
+def wait_until_the_server_closed(sg: Any, timeout: float = 10.0) -> None:
+    """Poll the connection's socket until the server's FIN arrives (readable, EOF)."""
+    http = sg.connection._connection  # shotgun_api3's httplib2.Http
+    (conn,) = http.connections.values()
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([conn.sock], [], [], remaining)
+        if readable and conn.sock.recv(1, socket.MSG_PEEK) == b"":
+            return
+    raise AssertionError("the server did not close the idle connection")
+
+
+def names(projects: list[dict[str, Any]]) -> list[str]:
+    return [p["name"] for p in projects]
+
+
+def test_a_read_reconnects_once_after_the_server_closed_the_idle_connection(
+    sudo: SudoConnectionPool, short_keep_alive: tuple[ShotGridEmulator, str]
+) -> None:
+    emulator, _ = short_keep_alive
+    with sudo.connection("alice") as sg:
+        assert names(sg.find("Project", [], ["name"], order=[])) == ALICE
+    with sudo.connection("alice") as sg:  # the same connection, idle since
+        wait_until_the_server_closed(sg)
+        assert names(sg.find("Project", [], ["name"], order=[])) == ALICE
+        assert sg.reconnects == 1
+        wait_until_the_server_closed(sg)
+        assert sg.find_one("HumanUser", [["login", "is", "alice"]], ["login"])["id"] == 101
+        assert sg.reconnects == 2
+    assert sudo.created == 1
+    assert emulator.calls["api3:read"] == 3  # the failed tries never reached the server
+
+
+def test_a_write_is_never_retried(
+    sudo: SudoConnectionPool, short_keep_alive: tuple[ShotGridEmulator, str]
+) -> None:
+    emulator, _ = short_keep_alive
+    with sudo.connection("alice") as sg:
+        sg.find("Project", [], ["name"])
+        wait_until_the_server_closed(sg)
+        with pytest.raises(ConnectionError):
+            sg.create("Note", {"subject": "hello", "project": {"type": "Project", "id": 201}})
+        assert sg.reconnects == 0
+        # A retry would have reached the emulator (which answers create with a fault).
+        assert emulator.calls["api3:create"] == 0
+        assert names(sg.find("Project", [], ["name"], order=[])) == ALICE  # still usable
+
+
+def test_reads_and_writes_are_told_apart() -> None:
+    assert {"find", "find_one", "summarize", "info", "schema_read"} <= READ_METHODS
+    assert {"create", "update", "delete", "batch", "upload", "revive"} <= WRITE_METHODS
+    assert not READ_METHODS & WRITE_METHODS
 
 
 # --- token exchange ---------------------------------------------------------------------

@@ -348,7 +348,7 @@ class Refresher:
 
     # --- the thread -------------------------------------------------------------------
 
-    def close(self, timeout: float = 1.0) -> None:
+    def close(self, timeout: float = 0.2) -> None:
         """Stop the thread. A fetch in progress ends by its own timeout; the thread
         then exits (it is a daemon, so it never holds the process up)."""
         with self._lock:
@@ -400,6 +400,8 @@ class Refresher:
             with self._lock:
                 self._keys_inflight = None
             keys_waiter.fire()
+        if self._stopping:
+            return
         if self.feed is not None and self.revocations is not None:
             now = self._clock()
             if force_feed or now >= self._next_poll:
