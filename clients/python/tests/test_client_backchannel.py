@@ -81,7 +81,7 @@ def test_a_replayed_logout_token_is_refused(receiver: str, broker: FakeBroker) -
 
 
 def _unsigned(broker: FakeBroker, **header: Any) -> str:
-    head, payload, _ = broker.logout_token().split(".")
+    _head, payload, _ = broker.logout_token().split(".")
     return b64(json.dumps({"typ": "logout+jwt", "kid": "k1", **header}).encode()) + f".{payload}."
 
 
