@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt bench clean
+.PHONY: run test test-client-min lint fmt bench clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,23 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The client's own tests with every runtime dependency at the floor its pyproject declares
+# (clients/python/constraints-min.txt), in a venv of their own; the emulator the sudo
+# pool's tests use comes from this checkout (PYTHONPATH), not from an install.
+VENV_MIN := clients/python/.venv-min
+MIN_STAMP := $(VENV_MIN)/.installed
+
+$(MIN_STAMP): clients/python/pyproject.toml clients/python/constraints-min.txt
+	rm -rf $(VENV_MIN)
+	$(PY) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install -q -c clients/python/constraints-min.txt \
+		-e './clients/python[test]'
+	touch $(MIN_STAMP)
+
+test-client-min: $(MIN_STAMP)
+	cd clients/python && PYTHONPATH=$(CURDIR) $(CURDIR)/$(VENV_MIN)/bin/python -m pytest \
+		tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check broker shotgrid_emulator tests bench clients/python
@@ -35,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/services_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache

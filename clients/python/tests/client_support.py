@@ -174,7 +174,8 @@ class FakeBroker:
         )
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [public_jwk(kid, key) for kid, key in self.keys.items()]}
+        # A copy first: tests add keys while the validator's thread asks for the JWKS.
+        return {"keys": [public_jwk(kid, key) for kid, key in list(self.keys.items())]}
 
     # the revocation feed
 
