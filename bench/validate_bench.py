@@ -4,6 +4,8 @@ Two workloads, the same token sets for both libraries:
   cold  distinct tokens, each seen once, so every validation checks a signature;
   mix   a realistic service: --users tokens (one per user), presented --presentations
         times in a random order, so most validations are repeats.
+broker_client runs twice: with its revocation set off, and on (fed --revocations
+entries by a feed read before timing; every call, cache hits included, checks the set).
 PyJWT does the fair equivalent of a resource server: the JWKS loaded once (PyJWKSet,
 what PyJWKClient caches), then per token the unverified header for kid and typ, and
 jwt.decode with the key, RS256 only, issuer, audience and required claims.
@@ -62,18 +64,59 @@ def mint(key: rsa.RSAPrivateKey, count: int, now: float) -> list[str]:
     return tokens
 
 
-def ours(jwks: dict[str, Any]) -> Callable[[str], Any]:
+OPEN: list[TokenValidator] = []  # closed after each round: each has a background thread
+
+
+def ours(jwks: dict[str, Any], revoked: int = 0) -> Callable[[str], Any]:
+    """broker_client; with `revoked` > 0 the revocation set is on and holds that many
+    entries (none matching the tokens: the cost measured is the check, not a refusal)."""
+    now = int(time.time())
+    feed = {
+        "iss": ISSUER,
+        "iat": now,
+        "cursor": str(now * 1000),
+        "full": True,
+        "entries": [
+            {("sid", "fam", "jti")[i % 3]: uuid.uuid4().hex, "exp": now + 3600}
+            for i in range(revoked)
+        ],
+    }
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("openid-configuration"):
-            return httpx.Response(200, json={"issuer": ISSUER, "jwks_uri": ISSUER + "/jwks.json"})
+            metadata = {
+                "issuer": ISSUER,
+                "jwks_uri": ISSUER + "/jwks.json",
+                "revocation_feed_endpoint": ISSUER + "/revocations",
+            }
+            return httpx.Response(200, json=metadata)
+        if request.url.path == "/revocations":
+            return httpx.Response(200, json=feed)
         return httpx.Response(200, json=jwks, headers={"cache-control": "max-age=3600"})
 
     client = httpx.Client(transport=httpx.MockTransport(handler))
     validator = TokenValidator(
-        ISSUER, AUDIENCE, jwks=JWKSCache(ISSUER, http_client=client), cache_size=100_000
+        ISSUER,
+        AUDIENCE,
+        jwks=JWKSCache(ISSUER, http_client=client),
+        cache_size=100_000,
+        revocations=revoked > 0,
+        signed_feed=False,
     )
-    validator.jwks.key_set()  # the key set is fetched before timing, as PyJWT's is
+    OPEN.append(validator)
+    # The key set (and the feed) are read before timing, as PyJWT's key set is loaded.
+    if not validator.refresher.ready.wait(10) or validator.jwks.current() is None:
+        raise SystemExit("the validator did not load its key set")
+    if revoked and (validator.revocations is None or len(validator.revocations) != revoked):
+        raise SystemExit("the validator did not load the revocation feed")
     return validator.validate
+
+
+def ours_revoking(jwks: dict[str, Any]) -> Callable[[str], Any]:
+    return ours(jwks, REVOKED)
+
+
+REVOKED = 1000
 
 
 def pyjwt(jwks: dict[str, Any]) -> Callable[[str], Any]:
@@ -134,11 +177,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="best of this many")
     parser.add_argument("--openssl-seconds", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (Linux)")
+    parser.add_argument("--revocations", type=int, default=1000, help="entries in the set")
     parser.add_argument("--quick", action="store_true", help="small sizes, one round")
     args = parser.parse_args()
     if args.quick:
         args.tokens, args.users, args.presentations, args.rounds = 1000, 100, 5000, 1
         args.openssl_seconds = 1
+    global REVOKED
+    REVOKED = max(1, args.revocations)
     if args.cpu is not None:  # openssl inherits the affinity
         os.sched_setaffinity(0, {args.cpu})
 
@@ -153,18 +199,24 @@ def main() -> None:
 
     best: dict[str, float] = {}
     for _ in range(args.rounds):
-        for name, make in (("ours", ours), ("pyjwt", pyjwt)):
+        for name, make in (("ours", ours), ("revoking", ours_revoking), ("pyjwt", pyjwt)):
             # A fresh validator per round: the cold run must start with an empty cache.
             best[f"cold {name}"] = max(best.get(f"cold {name}", 0), rate(make(jwks), cold_tokens))
             best[f"mix {name}"] = max(best.get(f"mix {name}", 0), rate(make(jwks), mix))
+        while OPEN:
+            OPEN.pop().close()
         best["bare"] = max(best.get("bare", 0), bare_verify_rate(key, cold_tokens[:2000]))
     ossl = openssl_verify_rate(args.openssl_seconds)
 
     print()
-    print(f"{'workload':<34}{'broker_client':>15}{'PyJWT':>12}{'ratio':>9}")
+    print(
+        f"{'workload':<30}{'broker_client':>15}{'+revocations':>14}{'on/off':>8}"
+        f"{'PyJWT':>12}{'ours/PyJWT':>12}"
+    )
     for label, kind in (("cold (distinct tokens)", "cold"), ("mix (1 token/user, repeats)", "mix")):
-        a, b = best[f"{kind} ours"], best[f"{kind} pyjwt"]
-        print(f"{label:<34}{a:>13,.0f}/s{b:>10,.0f}/s{a / b:>8.1f}x")
+        a, r, b = best[f"{kind} ours"], best[f"{kind} revoking"], best[f"{kind} pyjwt"]
+        print(f"{label:<30}{a:>13,.0f}/s{r:>12,.0f}/s{r / a:>8.2f}{b:>10,.0f}/s{a / b:>11.1f}x")
+    print(f"(+revocations: {REVOKED:,} entries in the set, checked on every call)")
     print()
     print(f"bare cryptography RS256 verify      {best['bare']:>10,.0f}/s")
     if ossl:

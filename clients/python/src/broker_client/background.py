@@ -75,13 +75,16 @@ class Waiter:
             if self._event.is_set():
                 return True
             self._futures.append((loop, future))
-        if timeout <= 0:
-            return False
         try:
-            await asyncio.wait_for(future, timeout)
+            if timeout > 0:
+                await asyncio.wait_for(future, timeout)
+                return True
         except TimeoutError:
-            return False
-        return True
+            pass
+        # Gave up: do not keep the future until the fire.
+        with self._lock, contextlib.suppress(ValueError):
+            self._futures.remove((loop, future))
+        return self._event.is_set()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -285,12 +288,15 @@ class Refresher:
             return self._keys_next
 
     def need_feed(self) -> Waiter | None:
-        """A waiter for the next feed read (a fail-closed validator that has none yet)."""
+        """A waiter for the next feed read (a fail-closed validator that has none yet),
+        or None while the last read failed and the next one is not due."""
         if self.feed is None:
             return None
         with self._lock:
             if self._feed_inflight is not None:
                 return self._feed_inflight
+            if self._clock() < self._next_poll:
+                return None
             self._force_feed = True
             self._kick()
             return self._feed_next
