@@ -214,3 +214,73 @@ def test_key_set_skips_small_rsa_keys() -> None:
 def test_key_set_rejects_documents_without_keys(document: Any) -> None:
     with pytest.raises(ValueError):
         KeySet.from_jwks(document)
+
+
+# --- refusals name the real cause (the message is the feature here) -----------------------
+
+
+def _id_token(b: FakeBroker) -> str:
+    claims = {
+        "iss": ISSUER,
+        "sub": "101",
+        "aud": "dna-frontend",
+        "azp": "dna-frontend",
+        "exp": int(b.clock()) + 600,
+        "iat": int(b.clock()),
+        "nonce": "n-0S6_WzA2Mj",
+        "sid": "session-1",
+    }
+    return b.sign(claims, "JWT")
+
+
+CAUSES: list[tuple[str, Any, str]] = [
+    (
+        "broker refresh token (HS256, rt+jwt)",
+        lambda b: forge_hs256(
+            {"alg": "HS256", "typ": "rt+jwt", "kid": "rt-1"}, b.claims(aud=ISSUER), b"secret"
+        ),
+        "the token is a refresh token, not an access token",
+    ),
+    (
+        "refresh token signed like an access token",
+        lambda b: b.mint(typ="rt+jwt", aud=ISSUER),
+        "the token is a refresh token, not an access token",
+    ),
+    ("ID token", _id_token, "the token is an ID token, not an access token"),
+    (
+        "untyped ID token",
+        lambda b: forge({"alg": "RS256", "kid": b.active}, {"aud": "x", "sub": "1", "nonce": "n"}),
+        "the token is an ID token, not an access token",
+    ),
+    (
+        "logout token",
+        lambda b: b.logout_token(),
+        "the token is a logout token, not an access token",
+    ),
+    (
+        "some other JWT",
+        lambda b: b.mint(typ="JWT"),
+        "the token is not an access token (typ must be at+jwt)",
+    ),
+    (
+        "HS256 access token",
+        lambda b: forge_hs256(_header(b, alg="HS256"), b.claims(), b.public_pem(b.active)),
+        "the token's algorithm is not allowed",
+    ),
+    (
+        "alg none access token",
+        lambda b: forge(_header(b, alg="none"), b.claims()),
+        "the token's algorithm is not allowed",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"), [(m, t) for _, m, t in CAUSES], ids=[n for n, _, _ in CAUSES]
+)
+def test_refusals_name_the_real_cause(broker: FakeBroker, make: Any, message: str) -> None:
+    with pytest.raises(InvalidToken) as caught:
+        verify(broker, make(broker))
+    assert caught.value.description == message
+    expected = UnsupportedAlgorithm if "algorithm" in message else WrongTokenType
+    assert type(caught.value) is expected
