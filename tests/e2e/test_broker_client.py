@@ -3,7 +3,10 @@
 Everything runs for real: the broker and the emulator under uvicorn, a FastAPI app
 protected by `require_token` under its own uvicorn, the library fetching discovery and
 the JWKS over HTTP, shotgun_api3 talking to the emulator. JWKS traffic is counted by a
-transport wrapped around the httpx clients handed to the library.
+transport wrapped around the httpx client handed to the library. The library fetches on
+its own background thread (a validator never touches the network on the caller's thread),
+so counts are read once that thread has done what the test waits for
+(`TokenValidator.refresh`, or a condition polled with a deadline).
 
 These tests live here rather than in clients/python/tests because they need the `broker`
 package (tests.support starts the broker); the client distribution's own tests stay
@@ -17,6 +20,7 @@ import concurrent.futures
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -38,6 +42,7 @@ from broker_client import (
     UnknownKey,
     UnsupportedAlgorithm,
     WrongAudience,
+    WrongTokenType,
 )
 from broker_client.integrations.dna import BrokerAuthProvider
 from broker_client.integrations.fastapi import require_token
@@ -88,17 +93,19 @@ class CountingTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-class CountingAsyncTransport(httpx.AsyncBaseTransport):
-    def __init__(self, counts: Counter[str]) -> None:
-        self.counts = counts
-        self._inner = httpx.AsyncHTTPTransport()
+def key_fetches(counts: Counter[str]) -> dict[str, int]:
+    """Discovery and JWKS requests only (the revocation feed is polled besides)."""
+    return {path: counts[path] for path in (DISCOVERY, JWKS) if counts[path]}
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.counts[request.url.path] += 1
-        return await self._inner.handle_async_request(request)
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll a condition the validator's background thread will make true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
 
 
 @dataclass
@@ -134,12 +141,11 @@ class ProtectedApp:
 def protected_app(issuer: str, clock: ValidatorClock, counts: Counter[str]) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The async client is made and closed on uvicorn's own event loop.
-        transport = CountingAsyncTransport(counts)
-        async with httpx.AsyncClient(transport=transport, timeout=5) as client:
-            app.state.broker_validator = TokenValidator(
-                issuer, "dna-api", async_http_client=client, clock=clock
-            )
+        with (
+            httpx.Client(transport=CountingTransport(counts), timeout=5) as client,
+            TokenValidator(issuer, "dna-api", http_client=client, clock=clock) as validator,
+        ):
+            app.state.broker_validator = validator
             yield
 
     app = FastAPI(lifespan=lifespan)
@@ -233,7 +239,8 @@ def validator(
     """A sync validator in the test process, for the exception each refusal raises."""
     with httpx.Client(transport=CountingTransport(sync_counts), timeout=5) as client:
         jwks = JWKSCache(broker.url, http_client=client, clock=vclock)
-        yield TokenValidator(broker.url, "dna-api", jwks=jwks, clock=vclock)
+        with TokenValidator(broker.url, "dna-api", jwks=jwks, clock=vclock) as validator:
+            yield validator
 
 
 def tokens_for(broker: RunningBroker, http: httpx.Client, user: str = "alice") -> dict[str, Any]:
@@ -259,9 +266,9 @@ def test_alice_token_is_accepted(
     assert response.status_code == 200, response.text
     assert response.json() == {"sub": "101", "sg_login": "alice", "client_id": "dna-cli"}
     # Discovery once, the JWKS once; the next request is answered from the caches.
-    assert app.counts == {DISCOVERY: 1, JWKS: 1}
+    assert key_fetches(app.counts) == {DISCOVERY: 1, JWKS: 1}
     assert app.get(token).status_code == 200
-    assert app.counts == {DISCOVERY: 1, JWKS: 1}
+    assert key_fetches(app.counts) == {DISCOVERY: 1, JWKS: 1}
     assert app.validator.signature_checks == 1
     assert app.validator.cache_hits == 1
 
@@ -344,7 +351,7 @@ Forge = Callable[[RunningBroker, httpx.Client, MovableClock], str]
 REFUSED: list[tuple[Forge, type[InvalidToken]]] = [
     (expired, ExpiredToken),
     (wrong_audience, WrongAudience),
-    (refresh_typed, UnsupportedAlgorithm),  # HS256, typ rt+jwt: refused on the algorithm
+    (refresh_typed, WrongTokenType),  # typ rt+jwt: "a refresh token, not an access token"
     (alg_none, UnsupportedAlgorithm),
     (hs256_with_public_key, UnsupportedAlgorithm),
     (tampered, BadSignature),
@@ -387,6 +394,8 @@ def test_unknown_kid_refetches_once_per_interval(
     for token in strangers:
         assert app.get(token).status_code == 401
     # The first stranger made the app look again; the others fell within the interval.
+    assert eventually(lambda: app.counts[JWKS] == 2)
+    app.validator.refresh(force=False)
     assert app.counts[JWKS] == 2
 
 
@@ -402,7 +411,7 @@ def test_key_rotation_is_picked_up_with_one_refetch(
 ) -> None:
     first = tokens_for(broker, http)["access_token"]
     assert app.get(first).status_code == 200
-    assert app.counts == {DISCOVERY: 1, JWKS: 1}
+    assert key_fetches(app.counts) == {DISCOVERY: 1, JWKS: 1}
 
     # One rotation promotes the key the broker already published as "next": the app has
     # it cached, so the new kid costs no request at all.
@@ -410,7 +419,7 @@ def test_key_rotation_is_picked_up_with_one_refetch(
     second = tokens_for(broker, http)["access_token"]
     assert kid_of(second) == promoted != kid_of(first)
     assert app.get(second).status_code == 200
-    assert app.counts == {DISCOVERY: 1, JWKS: 1}
+    assert key_fetches(app.counts) == {DISCOVERY: 1, JWKS: 1}
 
     # A second rotation signs with a key published after the app's fetch: unknown kid.
     # A burst of requests carrying it makes exactly one JWKS request between them.
@@ -420,12 +429,12 @@ def test_key_rotation_is_picked_up_with_one_refetch(
     with concurrent.futures.ThreadPoolExecutor(len(third)) as pool:
         statuses = list(pool.map(lambda t: app.get(t).status_code, third))
     assert statuses == [200] * len(third)
-    assert app.counts == {DISCOVERY: 1, JWKS: 2}
+    assert key_fetches(app.counts) == {DISCOVERY: 1, JWKS: 2}
 
     # Tokens signed by the retired keys stay good until they expire.
     assert app.get(first).status_code == 200
     assert app.get(second).status_code == 200
-    assert app.counts == {DISCOVERY: 1, JWKS: 2}
+    assert key_fetches(app.counts) == {DISCOVERY: 1, JWKS: 2}
 
 
 # --- broker down ------------------------------------------------------------------------
@@ -449,12 +458,14 @@ def test_broker_down_cached_keys_then_clear_error(
     with pytest.raises(httpx.ConnectError):
         http.get(JWKS)
 
-    # Past the JWKS's freshness: the refetch fails, the cached keys keep serving a token
-    # neither validator has seen (same kid), so its signature really is checked.
+    # Past the JWKS's freshness: the refetch (on the validator's thread) fails, the cached
+    # keys keep serving a token neither validator has seen (same kid), so its signature
+    # really is checked.
     vclock.offset = max_age + 1
     fetches = app.counts[JWKS] + app.counts[DISCOVERY]
-    assert app.get(bob).json()["sg_login"] == "bob"
+    app.validator.refresh(force=False)
     assert app.counts[JWKS] + app.counts[DISCOVERY] == fetches + 1  # tried, failed
+    assert app.get(bob).json()["sg_login"] == "bob"
     assert validator.validate(bob).sg_login == "bob"
 
     # Past the staleness bound: a clear error, not a 401 blaming the token.
@@ -469,28 +480,36 @@ def test_broker_down_cached_keys_then_clear_error(
 
 
 def test_broker_down_at_start_then_back(
-    broker: RunningBroker, http: httpx.Client, app: ProtectedApp, vclock: ValidatorClock
+    broker: RunningBroker, http: httpx.Client, vclock: ValidatorClock
 ) -> None:
-    """No key set yet and the broker unreachable: 503 at once (nothing stale to serve);
-    once it is back the app recovers by itself at the next retry."""
+    """No key set yet and the broker unreachable: 503 within the start-up wait (nothing
+    stale to serve); once it is back the app recovers by itself at the next retry."""
     token = tokens_for(broker, http)["access_token"]
     port = broker.server.port
     broker.server.stop()
-    first = app.get(token)
-    assert first.status_code == 503, first.text
-    assert first.headers["www-authenticate"].startswith('Bearer error="temporarily_unavailable"')
+    counts: Counter[str] = Counter()
+    fastapi_app = protected_app(broker.url, vclock, counts)
+    with serve(fastapi_app) as server:
+        app = ProtectedApp(server.url, fastapi_app, counts)
+        first = app.get(token)
+        assert first.status_code == 503, first.text
+        assert first.headers["www-authenticate"].startswith(
+            'Bearer error="temporarily_unavailable"'
+        )
 
-    broker.server = ServerThread(broker.app, port=port).start()  # same store, same keys
-    # Within the retry interval the app does not hammer the broker...
-    attempts = app.counts[DISCOVERY]
-    assert app.get(token).status_code == 503
-    assert app.counts[DISCOVERY] == attempts
-    # ...after it, the next request fetches and succeeds.
-    vclock.offset = app.validator.jwks.retry_interval
-    response = app.get(token)
-    assert response.status_code == 200, response.text
-    assert response.json()["sg_login"] == "alice"
-    assert app.counts[JWKS] == 1
+        broker.server = ServerThread(broker.app, port=port).start()  # same store, same keys
+        # Within the retry interval the app does not hammer the broker...
+        attempts = app.counts[DISCOVERY]
+        app.validator.refresh(force=False)
+        assert app.get(token).status_code == 503
+        assert app.counts[DISCOVERY] == attempts
+        # ...after it, the next cycle fetches, and requests succeed.
+        vclock.offset = app.validator.jwks.retry_interval
+        assert app.validator.refresh(force=False)
+        response = app.get(token)
+        assert response.status_code == 200, response.text
+        assert response.json()["sg_login"] == "alice"
+        assert app.counts[JWKS] == 1
 
 
 # --- DNA ----------------------------------------------------------------------------------
@@ -504,11 +523,18 @@ def test_dna_adapter_from_env(
     provider = BrokerAuthProvider.from_env()
     try:
         tokens = tokens_for(broker, http)
-        assert provider.validate_token(tokens["access_token"]) == {
-            "email": "alice@example.com",
-            "sub": "101",
-            "name": "Alice Artist",
-        }
+        claims = provider.validate_token(tokens["access_token"])
+        # Every claim of the token: the three DNA reads, and what acting as the user needs.
+        assert (
+            claims.items()
+            >= {
+                "email": "alice@example.com",
+                "sub": "101",
+                "name": "Alice Artist",
+                "sg_login": "alice",
+                "sg_user_id": 101,
+            }.items()
+        )
         assert provider.get_user_email(tokens["access_token"]) == "alice@example.com"
         for bad in (
             tampered(broker, http, clock),
@@ -520,7 +546,7 @@ def test_dna_adapter_from_env(
                 provider.validate_token(bad)
             assert isinstance(raised.value, InvalidToken)
     finally:
-        provider.validator.jwks.close()
+        provider.validator.close()
 
 
 def test_dna_adapter_audience_from_env(
@@ -534,7 +560,7 @@ def test_dna_adapter_audience_from_env(
         with pytest.raises(WrongAudience):
             provider.validate_token(tokens_for(broker, http)["access_token"])
     finally:
-        provider.validator.jwks.close()
+        provider.validator.close()
 
 
 # --- other integrations and algorithms ------------------------------------------------
@@ -546,8 +572,10 @@ def test_starlette_backend_against_the_broker(
     async def whoami(request: Request) -> JSONResponse:
         return JSONResponse({"user": request.user.display_name, "scopes": request.auth.scopes})
 
-    with httpx.Client(timeout=5) as jwks_client:
-        validator = TokenValidator(broker.url, "dna-api", http_client=jwks_client, clock=vclock)
+    with (
+        httpx.Client(timeout=5) as jwks_client,
+        TokenValidator(broker.url, "dna-api", http_client=jwks_client, clock=vclock) as validator,
+    ):
         starlette_app = Starlette(
             routes=[Route("/whoami", requires("authenticated")(whoami))],
             middleware=[
@@ -587,6 +615,7 @@ def test_es256_broker(tmp_path: Path, clock: MovableClock) -> None:
             running.url, "dna-api", http_client=jwks_client, clock=ValidatorClock(clock)
         )
         assert validator.validate(token).sg_login == "alice"
+        validator.close()
         head, payload, signature = token.split(".")
         forged = {**unb64json(payload), "sub": "102"}
         with pytest.raises(BadSignature):
