@@ -8,6 +8,9 @@ logged out), used-past-grace refresh tokens, tokens signed by a key no longer kn
 another issuer's tokens and garbage (§2.2). An active answer carries the RFC's fields
 (`active`, `scope`, `client_id`, `username`, `token_type`, `exp`, `iat`, `sub`, `aud`,
 `iss`, `jti`) plus the broker's own claims (`sid`, `fam`, `act`, `sg_login`, ...).
+`token_type` is always there: `Bearer` (the access token's type, RFC 6749 §7.1) for access
+tokens, `refresh_token` for refresh tokens, so a resource server that checks it cannot
+take a refresh token for an access token.
 
 `token_type_hint` only orders the lookup; an unknown hint is ignored (§2.1), never an
 error. With `Accept: application/token-introspection+jwt` the answer is a JWT signed with
@@ -33,6 +36,8 @@ from broker.tokens.rotation import chain_problem
 JWT_RESPONSE_TYPE = "application/token-introspection+jwt"
 JWT_RESPONSE_TYP = "token-introspection+jwt"
 INACTIVE: dict[str, Any] = {"active": False}
+ACCESS_TOKEN_TYPE = "Bearer"
+REFRESH_TOKEN_TYPE = "refresh_token"
 
 HEADERS = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
@@ -59,14 +64,14 @@ def _access(parts: Components, token: str) -> dict[str, Any] | None:
         claims = validate_access_token(parts.keys, parts.store, parts.issuer, parts.now(), token)
     except InactiveToken:
         return None
-    body: dict[str, Any] = {"active": True, **claims, "token_type": "Bearer"}
+    body: dict[str, Any] = {"active": True, **claims, "token_type": ACCESS_TOKEN_TYPE}
     if "sg_login" in claims:
         body["username"] = claims["sg_login"]
     return body
 
 
 def _refresh(parts: Components, token: str) -> dict[str, Any] | None:
-    found = load_refresh_token(parts.keys, parts.store, parts.issuer, token)
+    found = load_refresh_token(parts.keys, parts.store, parts.issuer, parts.now(), token)
     if found is None:
         return None
     record, family, session = found
@@ -78,6 +83,7 @@ def _refresh(parts: Components, token: str) -> dict[str, Any] | None:
         return None
     return {
         "active": True,
+        "token_type": REFRESH_TOKEN_TYPE,
         "scope": family.scope,
         "client_id": family.client_id,
         "username": session.login,

@@ -26,7 +26,7 @@ from broker.components import Components
 from broker.errors import UnsupportedTokenTypeError
 from broker.events import audit
 from broker.server import BrokerRequest, OAuthClient
-from broker.tokens.claims import ACCESS_TOKEN_TYP
+from broker.tokens.claims import ACCESS_TOKEN_TYP, epoch, issued_in_the_past
 from broker.tokens.refresh import load_refresh_token
 
 ACCESS, REFRESH = "access_token", "refresh_token"
@@ -69,6 +69,8 @@ def _access(parts: Components, token: str) -> PresentedToken | None:
         return None
     if not isinstance(exp, int) or not isinstance(client_id, str):
         return None
+    if not issued_in_the_past(claims, epoch(parts.now())):
+        return None
     fam, sid = claims.get("fam"), claims.get("sid")
     return PresentedToken(
         ACCESS,
@@ -81,7 +83,7 @@ def _access(parts: Components, token: str) -> PresentedToken | None:
 
 
 def _refresh(parts: Components, token: str) -> PresentedToken | None:
-    found = load_refresh_token(parts.keys, parts.store, parts.issuer, token)
+    found = load_refresh_token(parts.keys, parts.store, parts.issuer, parts.now(), token)
     if found is None:
         return None
     record, family, _session = found

@@ -58,7 +58,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshCredential | None:
         parts: Components = self.server.components
-        found = load_refresh_token(parts.keys, parts.store, parts.issuer, refresh_token)
+        found = load_refresh_token(
+            parts.keys, parts.store, parts.issuer, parts.now(), refresh_token
+        )
         return RefreshCredential(found) if found is not None else None
 
     def authenticate_user(self, credential: RefreshCredential) -> SessionRecord:

@@ -12,16 +12,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from broker.store import DenylistStore, RefreshStore, SessionStore
-from broker.tokens.claims import ACCESS_TOKEN_TYP, epoch
+from broker.tokens.claims import ACCESS_TOKEN_TYP, epoch, issued_in_the_past
 from broker.tokens.keys import KeyManager
 
 
 class AccessStore(DenylistStore, SessionStore, RefreshStore, Protocol):
     """What the check reads: the denylist, sessions and families."""
-
-
-LEEWAY = 30
-"""Seconds of clock skew tolerated on `iat` (tokens from a peer replica)."""
 
 
 class InactiveToken(Exception):
@@ -44,10 +40,10 @@ def validate_access_token(
     now = epoch(at)
     if claims.get("iss") != issuer:
         raise InactiveToken("wrong issuer")
-    exp, iat, jti = claims.get("exp"), claims.get("iat"), claims.get("jti")
+    exp, jti = claims.get("exp"), claims.get("jti")
     if not isinstance(exp, int) or isinstance(exp, bool) or exp <= now:
         raise InactiveToken("expired")
-    if not isinstance(iat, int) or iat > now + LEEWAY:
+    if not issued_in_the_past(claims, now):
         raise InactiveToken("issued in the future")
     if not isinstance(jti, str) or not jti:
         raise InactiveToken("no jti")

@@ -19,8 +19,23 @@ ACCESS_TOKEN_TYP = "at+jwt"
 REFRESH_TOKEN_TYP = "rt+jwt"
 
 
+IAT_LEEWAY_SECONDS = 30
+"""Clock skew tolerated on `iat` wherever the broker reads a token back (access, refresh and
+ID tokens): another replica's clock may run a little ahead of this one's."""
+
+
 def epoch(value: datetime) -> int:
     return int(value.timestamp())
+
+
+def issued_in_the_past(claims: dict[str, Any], now: int) -> bool:
+    """Whether `iat` is an integer no later than `now` (epoch seconds) plus the leeway.
+
+    A token dated in the future was not issued by this broker's clock: it was signed with
+    a key that leaked, or by a replica whose clock is wrong; either way it is refused,
+    with the same leeway at every endpoint that reads tokens."""
+    iat = claims.get("iat")
+    return isinstance(iat, int) and not isinstance(iat, bool) and iat <= now + IAT_LEEWAY_SECONDS
 
 
 def access_token_claims(

@@ -214,8 +214,11 @@ def test_every_token_state(
     if not active:
         assert body == {"active": False}
         return
-    for field in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti"):
+    for field in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "token_type"):
         assert field in body, field
+    # RFC 7662 §2.2: a resource server may rely on token_type to tell tokens apart.
+    is_refresh = claims_of(token).get("aud") == broker.url
+    assert body["token_type"] == ("refresh_token" if is_refresh else "Bearer")
     assert body["iss"] == broker.url
     assert body["exp"] > int(clock().timestamp())
 
@@ -240,6 +243,7 @@ def test_active_refresh_token_fields(broker: RunningBroker, http: httpx.Client) 
     body = introspect(http, tokens["refresh_token"]).json()
     access = claims_of(tokens["access_token"])
     assert body["active"] is True
+    assert body["token_type"] == "refresh_token"  # never to be taken for an access token
     assert body["client_id"] == "dna-cli"
     assert body["username"] == "alice"
     assert body["sub"] == "101"
