@@ -1,11 +1,16 @@
 """`GET|POST /logout`: OpenID Connect RP-Initiated Logout 1.0 (the `end_session_endpoint`).
 
-With a valid `id_token_hint` (an ID token we signed; expired ones are accepted, §2) the
-session it names ends at once: the session is revoked with every refresh family under it,
-so the access tokens of those families go inactive too. Without one, the user is asked to
-confirm on a page whose form carries a CSRF token, so a cross-site link cannot sign anyone
-out silently. `post_logout_redirect_uri` must be registered for the client (loopback URIs:
-any port, RFC 8252 §7.3); an unregistered one is an error page, never a redirect.
+When a valid `id_token_hint` (an ID token we signed; expired ones are accepted, §2) names
+the browser's own session (its session cookie), that session ends at once: it is revoked
+with every refresh family under it, so the access tokens of those families go inactive
+too. In every other case (no hint, no session cookie, a hint for another session) the
+user is asked to confirm on a page whose form carries a CSRF token (§2: the OP asks when
+the hint is not for the current session), and confirming ends only the browser's own
+session. An ID token alone never ends a session: it is not a secret (it sits in browser
+history, logs and the RP's storage, and stays verifiable long after it expires), so
+presenting one proves nothing about who is asking. `post_logout_redirect_uri` must be
+registered for the client (loopback URIs: any port, RFC 8252 §7.3); an unregistered one
+is an error page, never a redirect.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from broker.http.oauth import client_ip
 from broker.http.threads import components, run_sync
 from broker.redirects import redirect_uri_allowed
 from broker.store import ClientRecord, StoreUnavailable
+from broker.tokens.claims import epoch, issued_in_the_past
 
 CSRF_PURPOSE = "logout"
 
@@ -57,9 +63,7 @@ class LogoutRequest:
 class Decision:
     request: LogoutRequest
     done: bool
-    """True: the session ended (or was not this browser's); False: ask to confirm."""
-    keep_cookie: bool = False
-    """The browser is signed in as another session than the hint named: keep its cookie."""
+    """True: the browser's session ended (or it had none and confirmed); False: ask."""
 
 
 def _verify_hint(parts: Components, hint: str) -> dict[str, Any] | None:
@@ -68,6 +72,8 @@ def _verify_hint(parts: Components, hint: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     if claims.get("iss") != parts.issuer or not isinstance(claims.get("aud"), str):
+        return None
+    if not issued_in_the_past(claims, epoch(parts.now())):
         return None
     return claims
 
@@ -119,12 +125,9 @@ def decide(
     """The logout request, synchronously (the request's one hop)."""
     lreq = resolve(parts, params)
     session = pages.read_session(parts, session_cookie)
-    if lreq.hint is not None:
-        sid = lreq.hint.get("sid")
-        if isinstance(sid, str):
-            end_session(parts, sid, "id_token_hint")
-        # Another session than the hint names: it (and its cookie) stays.
-        return Decision(lreq, True, keep_cookie=session is not None and session.sid != sid)
+    if lreq.hint is not None and session is not None and lreq.hint.get("sid") == session.sid:
+        end_session(parts, session.sid, "id_token_hint")
+        return Decision(lreq, True)
     confirmed = method == "POST" and params.get("confirm") == "yes"
     if confirmed and pages.csrf_ok(
         parts, csrf_cookie, params.get("csrf_token"), CSRF_PURPOSE, lreq.hidden
@@ -166,13 +169,6 @@ async def logout(request: Request) -> Response:
             parts, "temporarily_unavailable", "The token store is not reachable.", 503
         )
     lreq = decision.request
-    if decision.done and decision.keep_cookie:
-        response: Response = (
-            pages.redirect(with_query(lreq.redirect_uri, {"state": lreq.state}))
-            if lreq.redirect_uri
-            else pages.page(parts, "logged_out.html", {})
-        )
-        return response
     if decision.done:
         return _done(parts, lreq)
     cookie = pages.csrf_cookie_value(parts, request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import jwt
 import pytest
 
 from tests.support.broker import RunningBroker
@@ -13,10 +14,18 @@ from tests.support.oidc import Flow, clock, hidden_fields, http, login_code, que
 __all__ = ["clock", "http", "running"]
 
 
-def signed_in(http: httpx.Client) -> dict[str, str]:
+def signed_in(http: httpx.Client, username: str = "alice") -> dict[str, str]:
     flow = Flow()
-    body: dict[str, str] = flow.redeem(http, login_code(http, flow)).json()
+    body: dict[str, str] = flow.redeem(http, login_code(http, flow, username)).json()
     return body
+
+
+def still_signed_in(http: httpx.Client, running: RunningBroker, tokens: dict[str, str]) -> None:
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert http.get("/userinfo", headers=bearer).status_code == 200
+    refreshed = running.refresh(http, tokens["refresh_token"], client_id="dna-frontend")
+    assert refreshed.status_code == 200, refreshed.text
+    tokens["refresh_token"] = refreshed.json()["refresh_token"]
 
 
 def assert_signed_out(http: httpx.Client, running: RunningBroker, tokens: dict[str, str]) -> None:
@@ -141,3 +150,77 @@ def test_forged_hint_only_gets_the_confirmation(http: httpx.Client) -> None:
     assert response.status_code == 200 and 'name="confirm"' in response.text
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
     assert http.get("/userinfo", headers=bearer).status_code == 200
+
+
+def asks_first(response: httpx.Response) -> dict[str, str]:
+    """The confirmation page: no redirect, no cookie cleared; its form's fields."""
+    assert response.status_code == 200 and 'name="confirm"' in response.text
+    assert "location" not in response.headers
+    assert "broker_session=" not in response.headers.get("set-cookie", "")
+    return hidden_fields(response.text)
+
+
+@pytest.mark.parametrize("expired", [False, True], ids=["fresh", "expired"])
+def test_a_hint_without_the_session_cookie_ends_nothing(
+    http: httpx.Client, running: RunningBroker, expired: bool
+) -> None:
+    """OIDC RP-Initiated Logout §2: the hint is not for this browser's session (it has
+    none), so the OP asks; and confirming in a browser without a session ends nothing,
+    since an ID token is not a credential."""
+    tokens = signed_in(http)
+    if expired:
+        running.broker.clock.advance(running.settings.access_token_ttl + 60)
+        tokens.update(signed_in_again(http, running))  # the ID token stays the expired one
+    params = {
+        "id_token_hint": tokens["id_token"],
+        "post_logout_redirect_uri": "http://127.0.0.1:5555/",
+        "state": "bye",
+    }
+    with running.client() as elsewhere:  # no cookie: another browser, or a script
+        fields = asks_first(elsewhere.get("/logout", params=params))
+        assert fields["post_logout_redirect_uri"] == "http://127.0.0.1:5555/"
+        still_signed_in(http, running, tokens)
+        done = elsewhere.post("/logout", data=fields)
+        assert done.status_code == 302
+        assert done.headers["location"] == "http://127.0.0.1:5555/?state=bye"
+    still_signed_in(http, running, tokens)
+
+
+def signed_in_again(http: httpx.Client, running: RunningBroker) -> dict[str, str]:
+    """Fresh tokens of the browser's SSO session (its ID token stays the old one)."""
+    flow = Flow()
+    location = http.get("/authorize", params=flow.params()).headers["location"]
+    body = flow.redeem(http, query_of(location)["code"]).json()
+    return {"access_token": body["access_token"], "refresh_token": body["refresh_token"]}
+
+
+def test_a_hint_for_another_session_asks_and_ends_only_this_browsers(
+    http: httpx.Client, running: RunningBroker
+) -> None:
+    alice = signed_in(http)
+    with running.client() as other_browser:
+        bob = signed_in(other_browser, "bob")
+        # The RP hands bob's browser alice's (expired) ID token.
+        running.broker.clock.advance(running.settings.access_token_ttl + 60)
+        alice.update(signed_in_again(http, running))
+        bob.update(signed_in_again(other_browser, running))
+        hint = {"id_token_hint": alice["id_token"]}
+        fields = asks_first(other_browser.get("/logout", params=hint))
+        still_signed_in(http, running, alice)
+        still_signed_in(other_browser, running, bob)
+        done = other_browser.post("/logout", data=fields)
+        assert done.status_code == 200 and "signed out" in done.text
+        assert_signed_out(other_browser, running, bob)
+    still_signed_in(http, running, alice)
+
+
+def test_a_hint_dated_in_the_future_is_no_hint(http: httpx.Client, running: RunningBroker) -> None:
+    """Signed by our key (e.g. one that leaked) but issued after now: not believed, even
+    for the browser's own session."""
+    tokens = signed_in(http)
+    broker = running.broker
+    claims = jwt.decode(tokens["id_token"], options={"verify_signature": False})
+    claims["iat"] = int(broker.now().timestamp()) + 3600
+    forged = broker.keys.sign(claims, "JWT", "RS256")
+    asks_first(http.get("/logout", params={"id_token_hint": forged}))
+    still_signed_in(http, running, tokens)

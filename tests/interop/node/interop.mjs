@@ -37,7 +37,8 @@ function cookieHeader(response) {
     .join("; ");
 }
 
-// The login page is the broker's own HTML form: fill it in as a browser would.
+// The login page is the broker's own HTML form: fill it in as a browser would. Returns the
+// redirect to the client and the cookies the browser now holds (its broker session).
 async function signIn(authorizationUrl, username, password) {
   const page = await fetch(authorizationUrl, { redirect: "manual" });
   assert.equal(page.status, 200, "GET /authorize renders the login page");
@@ -56,7 +57,7 @@ async function signIn(authorizationUrl, username, password) {
     headers: { cookie: cookieHeader(page) },
   });
   assert.ok([302, 303].includes(submitted.status), `login answers a redirect, got ${submitted.status}`);
-  return new URL(submitted.headers.get("location"));
+  return { callback: new URL(submitted.headers.get("location")), cookie: cookieHeader(submitted) };
 }
 
 // --- discovery, as a public client (dna-cli) -------------------------------------------
@@ -209,7 +210,7 @@ const authorizationUrl = client.buildAuthorizationUrl(spa, {
   state,
   nonce,
 });
-const callback = await signIn(authorizationUrl, "bob", "bob-pw");
+const { callback, cookie: browserCookie } = await signIn(authorizationUrl, "bob", "bob-pw");
 assert.equal(callback.origin + callback.pathname, redirectUri);
 const codeTokens = await client.authorizationCodeGrant(spa, callback, {
   pkceCodeVerifier: verifier,
@@ -229,7 +230,9 @@ const logoutUrl = client.buildEndSessionUrl(spa, {
   post_logout_redirect_uri: "http://127.0.0.1:53682/",
   state: "bye",
 });
-const logout = await fetch(logoutUrl, { redirect: "manual" });
+// From the browser that signed in (its session cookie): a hint for another browser's
+// session, or from none, gets a confirmation page instead (RP-Initiated Logout §2).
+const logout = await fetch(logoutUrl, { redirect: "manual", headers: { cookie: browserCookie } });
 findings.end_session = { status: logout.status, location: logout.headers.get("location") };
 
 console.log(JSON.stringify(findings));
