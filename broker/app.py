@@ -23,6 +23,7 @@ from broker.http.browser import browser_routes
 from broker.http.cors import CorsMiddleware
 from broker.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from broker.http.ops import ops_routes
+from broker.http.proxies import ProxyHeadersMiddleware, TrustedProxies
 from broker.http.routes import routes
 from broker.http.services import routes as service_routes
 from broker.http.threads import make_executor, run_on
@@ -170,6 +171,11 @@ def create_app(
     return Starlette(
         routes=[*routes, *browser_routes, *service_routes, *ops_routes],
         middleware=[
+            # Outermost: decides the client address before anything reads it.
+            Middleware(
+                ProxyHeadersMiddleware,
+                proxies=TrustedProxies(settings.trusted_proxies, settings.forwarded_header),
+            ),
             Middleware(RequestContextMiddleware),
             Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),
             Middleware(CorsMiddleware),

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from broker.http.protocol import BoundedHttpToolsProtocol
 from broker.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -55,20 +54,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 SERVER_OPTIONS: dict[str, Any] = {
-    # Forwarded headers are trusted only from FORWARDED_ALLOW_IPS (uvicorn's env variable,
-    # default 127.0.0.1); URLs in metadata come from BROKER_ISSUER, never from headers.
-    "proxy_headers": True,
     # Logging is ours (JSON lines with request ids); the middleware logs each request.
     "log_config": None,
     "access_log": False,
-    # httptools (C) with the request-head bound uvicorn keeps only on h11 (Python):
-    # heads over HEAD_LIMIT_BYTES get 431 and the connection is closed.
-    "http": BoundedHttpToolsProtocol,
     # Graceful shutdown: on SIGTERM stop accepting, let in-flight requests finish (up to
     # this many seconds), then the lifespan closes the store and the upstream client.
     "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
 }
-"""uvicorn options of `serve` (tests run a server with exactly these)."""
+"""uvicorn options of `serve` beyond those of the settings (`broker.serving.server_options`:
+parser, timeouts, connection cap, no forwarded headers; tests run with exactly those)."""
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -85,8 +79,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.config:
         os.environ[CONFIG_ENV] = str(args.config)
     from broker.logs import configure_logging
+    from broker.serving import check_store, ensure_multiprocess_metrics, server_options
 
     configure_logging(settings.log_level, settings.log_format)
+    store_problem = check_store(settings)
+    if store_problem:
+        raise CommandError(store_problem)
+    ensure_multiprocess_metrics(args.workers)
     uvicorn.run(
         "broker.app:app_from_environment",
         factory=True,
@@ -94,6 +93,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
+        **server_options(settings),
         **SERVER_OPTIONS,
     )
     return 0

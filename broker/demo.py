@@ -103,8 +103,8 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
     import uvicorn
 
     from broker.app import create_app
-    from broker.http.protocol import BoundedHttpToolsProtocol
     from broker.listen import listen_socket
+    from broker.serving import server_options
     from broker.settings import load_settings
     from shotgrid_emulator import IDLE_KEEPALIVE_SECONDS, ShotGridEmulator
 
@@ -125,8 +125,8 @@ def run_demo(host: str, port: int, shotgrid_port: int, data_dir: str) -> int:
                     emulator.app, log_level="warning", timeout_keep_alive=IDLE_KEEPALIVE_SECONDS
                 )
             ),
-            # The same parser and request-head bound as `serve`.
-            uvicorn.Server(uvicorn.Config(app, log_level="warning", http=BoundedHttpToolsProtocol)),
+            # The same parser, bounds, timeouts and proxy handling as `serve`.
+            uvicorn.Server(uvicorn.Config(app, log_level="warning", **server_options(settings))),
         ]
         tasks = [
             asyncio.create_task(s.serve(sockets=[sock]))

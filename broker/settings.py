@@ -11,13 +11,20 @@ from __future__ import annotations
 import base64
 import binascii
 import contextvars
+import ipaddress
+import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 ENV_PREFIX = "BROKER_"
 
@@ -176,6 +183,22 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     """`json`: one JSON object per line (production); `console`: human-readable."""
 
+    # --- proxies and connections (SECURITY.md says what each one protects against) ------------
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Addresses or networks (CIDR) of the reverse proxies in front of the broker, comma-separated (`10.0.0.5,10.1.0.0/16`) or a JSON list. Only a request whose TCP peer is one of them has its client address taken from the forwarded header (the right-most address that is not itself a listed proxy); from anyone else the header is ignored. Empty: the TCP peer is the client, whatever the headers say."""
+
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    """Which header the trusted proxies write: `x-forwarded-for`, or `forwarded` (RFC 7239). Only that one is read, so a client cannot slip an address in through the header the proxy passes along untouched."""
+
+    http_head_timeout: float = Field(10.0, gt=0)
+    """Seconds a client has to send a complete request head once it has started one; a connection still sending its head after that gets 408 and is closed."""
+
+    http_idle_timeout: float = Field(5.0, gt=0)
+    """Seconds a connection may stay open without a request in progress: before its first request and between requests (HTTP keep-alive). Then it is closed."""
+
+    http_max_connections: int = Field(1000, gt=0)
+    """Open connections each worker process serves at once; requests on connections beyond it get 503."""
+
     @field_validator("issuer")
     @classmethod
     def _issuer_shape(cls, value: str | None) -> str | None:
@@ -206,6 +229,28 @@ class Settings(BaseSettings):
     def _old_keks_shape(cls, value: list[SecretStr]) -> list[SecretStr]:
         for item in value:
             decode_key(item)
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_shape(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR network (no names, no '*')"
+                ) from None
         return value
 
     @classmethod

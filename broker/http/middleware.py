@@ -15,12 +15,15 @@ import time
 from contextvars import ContextVar
 
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.grants import registry
 from broker.logs import get_logger
 
 REQUEST_ID_HEADER = "x-request-id"
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded (never sent) for a request whose client left mid-request (nginx's 499)."""
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 _log = get_logger("broker.http.access")
@@ -123,12 +126,14 @@ class RequestContextMiddleware:
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         notes_token = _request_notes.set(notes)
         status = 500
+        status_started = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                status_started = True
                 headers = [
                     (k, v)
                     for k, v in message.get("headers", [])
@@ -140,6 +145,14 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away before its request was read whole: nobody is left to
+            # answer, and it is the client's doing, not a server error (no 5xx, no
+            # traceback). uvicorn sends nothing for a cycle whose client is gone.
+            if status_started:
+                raise
+            status = CLIENT_CLOSED_REQUEST
+            notes["outcome"] = "client_disconnected"
         finally:
             elapsed = time.perf_counter() - started
             endpoint = _endpoint_label(scope)

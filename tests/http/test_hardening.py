@@ -16,6 +16,7 @@ from broker.app import create_app
 from broker.cli import SERVER_OPTIONS
 from broker.demo import demo_clients
 from broker.http.protocol import HEAD_LIMIT_BYTES
+from broker.serving import server_options
 from tests.support.broker import RunningBroker, broker_settings, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.servers import ServerThread, free_port
@@ -152,7 +153,7 @@ def serve_options_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int
         settings, clock=MovableClock(), seed_clients=demo_clients(), housekeeping=False
     )
     options = {k: v for k, v in SERVER_OPTIONS.items() if k != "log_config"}
-    server = ServerThread(app, port=port, **options).start()
+    server = ServerThread(app, port=port, **server_options(settings), **options).start()
     try:
         yield port
     finally:

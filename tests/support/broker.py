@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 
 from broker.app import create_app
-from broker.cli import SERVER_OPTIONS
 from broker.demo import DEMO_SCRIPT, demo_clients
+from broker.serving import server_options
 from broker.settings import Settings, load_settings
 from shotgrid_emulator import IDLE_KEEPALIVE_SECONDS, ShotGridEmulator
 from tests.support.clock import MovableClock
@@ -82,8 +82,9 @@ def broker_settings(data_dir: Path, shotgrid_url: str, port: int, **overrides: A
 @contextlib.contextmanager
 def run_broker(settings: Settings, clock: MovableClock, port: int) -> Iterator[RunningBroker]:
     app = create_app(settings, clock=clock, seed_clients=demo_clients(), housekeeping=False)
-    # The parser `serve` runs (httptools with its request-head bound), for every test.
-    server = ServerThread(app, port=port, http=SERVER_OPTIONS["http"]).start()
+    # The server options `serve` derives from the settings (parser with its head bound and
+    # timeout, idle timeout, connection cap, no uvicorn forwarded-header trust).
+    server = ServerThread(app, port=port, **server_options(settings)).start()
     try:
         yield RunningBroker(
             url=f"http://127.0.0.1:{port}", settings=settings, server=server, app=app

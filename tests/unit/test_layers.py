@@ -3,7 +3,7 @@ layer or below, and there is no import cycle. Every import counts, also those in
 functions and under TYPE_CHECKING: a lazy import that runs back up the layers is still a
 dependency on what is above.
 
-    entry     app, cli, demo, admin, __main__
+    entry     app, cli, demo, admin, serving, __main__
     http      broker/http/ (the only Starlette importer in broker/)
     protocol  server, grants/, endpoints/ (Authlib)
     domain    components, sessions, throttle, upstream/custody
@@ -47,7 +47,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("protocol", ("broker.server", "broker.grants", "broker.endpoints")),
     ("http", ("broker.http",)),
-    ("entry", ("broker.app", "broker.cli", "broker.demo", "broker.admin", "broker.__main__")),
+    (
+        "entry",
+        (
+            "broker.app",
+            "broker.cli",
+            "broker.demo",
+            "broker.admin",
+            "broker.serving",
+            "broker.__main__",
+        ),
+    ),
 ]
 
 

@@ -1,0 +1,86 @@
+"""How uvicorn serves the broker, derived from the settings, for `serve`, `demo` and tests.
+
+One place holds the server options that protect the process (SECURITY.md, "Connections
+and proxies"): the parser with its request-head bound and head timeout, the idle timeout
+(before the first request and between requests), the connection cap, and uvicorn's own
+forwarded-header handling switched off, because the broker decides the client address
+itself from `BROKER_TRUSTED_PROXIES` (broker/http/proxies.py). uvicorn otherwise trusts
+`X-Forwarded-For` from 127.0.0.1, or from whatever `FORWARDED_ALLOW_IPS` says.
+
+Also the process-level preparation of `serve`: metrics shared by several workers and the
+store's start-up check.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+from typing import Any
+
+from broker.http.protocol import BoundedHttpToolsProtocol
+from broker.settings import Settings
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+log = logging.getLogger("broker.serving")
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn.Config keyword arguments that follow from the settings."""
+    return {
+        # httptools (C) with the request-head bound uvicorn keeps only on h11 (Python)
+        # and the head timeout uvicorn has on neither.
+        "http": functools.partial(
+            BoundedHttpToolsProtocol, head_timeout=settings.http_head_timeout
+        ),
+        "proxy_headers": False,
+        "forwarded_allow_ips": [],
+        "timeout_keep_alive": settings.http_idle_timeout,
+        # uvicorn answers 503 once len(connections) >= limit_concurrency, counting the
+        # connection asking: +1 so exactly http_max_connections are served.
+        "limit_concurrency": settings.http_max_connections + 1,
+    }
+
+
+def ensure_multiprocess_metrics(workers: int) -> str | None:
+    """With several workers and no PROMETHEUS_MULTIPROC_DIR, make a fresh private one.
+
+    prometheus-client's multiprocess mode is chosen when it is imported, from this
+    variable: without it every worker counts alone and `/metrics` reports whichever worker
+    answers the scrape. The workers inherit the variable (uvicorn spawns them after this).
+    Returns the directory made, or None when there was nothing to do."""
+    if workers <= 1 or os.environ.get(MULTIPROC_ENV):
+        return None
+    path = tempfile.mkdtemp(prefix="token-broker-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    log.info(
+        "%s not set: %d workers share metrics through the new directory %s",
+        MULTIPROC_ENV,
+        workers,
+        path,
+    )
+    return path
+
+
+def check_store(settings: Settings) -> str | None:
+    """Open the store once before the workers start: a store the broker cannot use at all
+    (a bad URL, a server refusing the indexes the broker needs) is one line for the
+    operator, where the workers' start-up would log a traceback each. An unreachable store
+    is not an error here: the broker starts and answers 503 until it is back."""
+    from broker.store import StoreError, StoreUnavailable, open_store
+
+    try:
+        store = open_store(settings.store_url or "")
+    except StoreError as exc:
+        return str(exc)
+    try:
+        store.ping()
+    except StoreUnavailable:
+        log.warning("store unreachable at start-up; serving 503 until it answers")
+    except StoreError as exc:
+        return str(exc)
+    finally:
+        store.close()
+    return None
