@@ -35,6 +35,7 @@ from pymongo.errors import (
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
+    OperationFailure,
     PyMongoError,
     WTimeoutError,
 )
@@ -102,6 +103,34 @@ def _client_options(url: str) -> dict[str, Any]:
 
 def _unavailable(exc: PyMongoError) -> bool:
     return isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError) or exc.timeout
+
+
+_NOT_SUPPORTED_CODES = frozenset({2, 67, 115, 303})
+"""BadValue, CannotCreateIndex, CommandNotSupported, and DocumentDB's "Feature not
+supported": what MongoDB-compatible servers answer for an index option they lack (Cosmos
+DB: code 2, "The 'expireAfterSeconds' option is supported on '_ts' field only"; Amazon
+DocumentDB 4.0: code 2, "Field 'partialFilterExpression' is currently not supported")."""
+
+
+def _create_index(collection: Collection[Doc], feature: str, *args: Any, **kwargs: Any) -> None:
+    """`create_index`, where a refusal becomes one StoreError line naming what the broker
+    needed: otherwise every store call fails with the server's bare complaint."""
+    try:
+        collection.create_index(*args, **kwargs)
+    except OperationFailure as exc:
+        if _unavailable(exc):
+            raise
+        errmsg = str((exc.details or {}).get("errmsg") or exc).splitlines()[0][:300]
+        if exc.code in _NOT_SUPPORTED_CODES or "support" in errmsg.lower():
+            raise StoreError(
+                f"mongodb: the server does not support the {feature} the broker needs on "
+                f"'{collection.name}' (code {exc.code}: {errmsg}); use MongoDB, or a "
+                "compatible server that has it"
+            ) from exc
+        raise StoreError(
+            f"mongodb: creating the {feature} on '{collection.name}' failed "
+            f"(code {exc.code}: {errmsg})"
+        ) from exc
 
 
 def _guard(fn: Callable[P, T]) -> Callable[P, T]:
@@ -180,17 +209,25 @@ class MongoStore:
             if self._ready:
                 return
             # create_index is idempotent; _id already indexes every natural key uniquely.
-            self._sessions.create_index(
+            _create_index(
+                self._sessions,
+                "partial unique index (partialFilterExpression)",
                 "cookie_hash",
                 name="cookie_hash_unique",
                 unique=True,
                 partialFilterExpression={"cookie_hash": {"$type": "string"}},
             )
-            self._families.create_index("sid", name="sid")
-            self._tokens.create_index("family_id", name="family_id")
-            self._keys.create_index("use", name="use")
+            _create_index(self._families, "index", "sid", name="sid")
+            _create_index(self._tokens, "index", "family_id", name="family_id")
+            _create_index(self._keys, "index", "use", name="use")
             for name in _EXPIRING:
-                self._db[name].create_index("expire_at", name="ttl", expireAfterSeconds=0)
+                _create_index(
+                    self._db[name],
+                    "TTL index (expireAfterSeconds)",
+                    "expire_at",
+                    name="ttl",
+                    expireAfterSeconds=0,
+                )
             self._ready = True
 
     @staticmethod

@@ -23,6 +23,7 @@ import pytest
 
 from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import new_kek
+from tests.support.mongo import MONGODB_URI, scratch_database
 from tests.support.servers import ServerThread, free_port
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -159,22 +160,12 @@ def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared.db'}"
         return
-    base = os.environ.get("BROKER_TEST_MONGODB_URI")
-    if not base:
+    if not MONGODB_URI:
         # mongomock lives inside one process, so it cannot be shared by two brokers:
         # without a real server this multi-process test covers SQLite only.
         pytest.skip("BROKER_TEST_MONGODB_URI not set: two brokers on one MongoDB not run")
-    import uuid
-
-    import pymongo
-
-    name = f"broker_test_{uuid.uuid4().hex[:12]}"
-    head, _, query = base.partition("?")
-    url = f"{head.rstrip('/')}/{name}" + (f"?{query}" if query else "")
-    try:
+    with scratch_database(MONGODB_URI) as url:
         yield url
-    finally:
-        pymongo.MongoClient(base).drop_database(name)
 
 
 def test_two_serve_processes_share_one_store(

@@ -4,19 +4,22 @@ older documents, TTL indexes, unreachable servers)."""
 
 from __future__ import annotations
 
-import os
+import gc
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import mongomock
+import pymongo
 import pytest
+import uvicorn
+from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
-from broker.store import Store, StoreUnavailable, open_store
+from broker.cli import main
+from broker.logs import unconfigure_logging
+from broker.store import Store, StoreError, StoreUnavailable, open_store
 from broker.store.mongo import MongoStore
 from broker.store.records import (
     ClientRecord,
@@ -29,8 +32,9 @@ from broker.store.records import (
     ms,
 )
 from tests.store.conformance import GRACE, StoreConformance, make_token, rotate
+from tests.support.broker import new_kek
+from tests.support.mongo import MONGODB_URI, scratch_database, with_database
 
-MONGODB_URI = os.environ.get("BROKER_TEST_MONGODB_URI")
 UNREACHABLE = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=200"
 
 
@@ -79,11 +83,6 @@ class TestMongoStoreMongomock(StoreConformance):
         store.close()
 
 
-def _with_database(uri: str, name: str) -> str:
-    parts = urlsplit(uri)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 class TestMongoStoreReal(StoreConformance):
     @pytest.fixture
     def store(self) -> Iterator[Store]:
@@ -92,13 +91,12 @@ class TestMongoStoreReal(StoreConformance):
                 "BROKER_TEST_MONGODB_URI not set: no MongoDB server on this machine;"
                 " the real-server suite did not run"
             )
-        name = f"broker_test_{uuid.uuid4().hex[:12]}"
-        store = MongoStore(_with_database(MONGODB_URI, name))
-        try:
-            yield store
-        finally:
-            store._client.drop_database(name)
-            store.close()
+        with scratch_database(MONGODB_URI) as url:
+            store = MongoStore(url)
+            try:
+                yield store
+            finally:
+                store.close()
 
     def test_write_concern_majority(self, store: Store) -> None:
         assert isinstance(store, MongoStore)
@@ -322,3 +320,106 @@ def test_unreachable_server_is_unavailable_quickly() -> None:
         assert time.monotonic() - started < 5
     finally:
         store.close()
+
+
+# --- servers that refuse an index the broker needs -------------------------------------------
+
+# What MongoDB-compatible servers answer (pymongo raises OperationFailure with these).
+PARTIAL_REFUSED = (2, "Field 'partialFilterExpression' is currently not supported")  # DocumentDB
+TTL_REFUSED = (2, "The 'expireAfterSeconds' option is supported on '_ts' field only.")  # Cosmos
+
+
+def refuse_index(monkeypatch: pytest.MonkeyPatch, option: str, code: int, message: str) -> None:
+    """mongomock's create_index answering as such a server does for `option`."""
+    real = mongomock.Collection.create_index
+
+    def create_index(self: Any, keys: Any, **kwargs: Any) -> Any:
+        if option in kwargs:
+            details = {"ok": 0.0, "errmsg": message, "code": code, "codeName": "BadValue"}
+            raise OperationFailure(message, code=code, details=details)
+        return real(self, keys, **kwargs)
+
+    monkeypatch.setattr(mongomock.Collection, "create_index", create_index)
+
+
+REFUSALS = [
+    ("partialFilterExpression", *PARTIAL_REFUSED, "partialFilterExpression"),
+    ("expireAfterSeconds", *TTL_REFUSED, "TTL index"),
+]
+
+
+@pytest.mark.parametrize(
+    ("option", "code", "message", "named"), REFUSALS, ids=["partial index", "ttl index"]
+)
+def test_a_refused_index_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+    mock_client: Any,
+    option: str,
+    code: int,
+    message: str,
+    named: str,
+) -> None:
+    refuse_index(monkeypatch, option, code, message)
+    store = MongoStore("mongodb://mock/db", client=mock_client)
+    try:
+        for call in (store.ping, lambda: store.get_client("x")):
+            with pytest.raises(StoreError) as caught:
+                call()
+            text = str(caught.value)
+            assert named in text and message in text and "\n" not in text
+            assert not isinstance(caught.value, StoreUnavailable)  # not "try again later"
+    finally:
+        store.close()
+
+
+def test_serve_stops_with_one_line_when_an_index_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refuse_index(monkeypatch, "partialFilterExpression", *PARTIAL_REFUSED)
+    monkeypatch.setattr(pymongo, "MongoClient", lambda url, **kw: mongomock.MongoClient(**kw))
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: started.append(a))
+    env = {
+        "BROKER_ISSUER": "http://127.0.0.1:8000",
+        "BROKER_SHOTGRID_URL": "http://127.0.0.1:9",
+        "BROKER_STORE_URL": "mongodb://documentdb.example/token_broker",
+        "BROKER_SECRET_KEY": new_kek(),
+        "BROKER_SHOTGRID_SCRIPT_NAME": "token-broker",
+        "BROKER_SHOTGRID_SCRIPT_KEY": "token-broker-key",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TOKEN_BROKER_CONFIG", raising=False)
+    try:
+        status = main(["serve"])
+    finally:
+        unconfigure_logging()
+    err = capsys.readouterr().err
+    assert status == 2 and started == []
+    lines = [line for line in err.splitlines() if line.startswith("token-broker: ")]
+    assert len(lines) == 1 and "partialFilterExpression" in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_test_database_urls() -> None:
+    """BROKER_TEST_MONGODB_URI may name a database (and authenticate against it)."""
+    cases = {
+        "mongodb://h:27017": "mongodb://h:27017/t",
+        "mongodb://h/": "mongodb://h/t",
+        "mongodb://h/app?replicaSet=rs0": "mongodb://h/t?replicaSet=rs0",
+        "mongodb://u:p@h1,h2/?replicaSet=rs0": "mongodb://u:p@h1,h2/t?replicaSet=rs0&authSource=admin",
+        "mongodb://u:p@h/app": "mongodb://u:p@h/t?authSource=app",
+        "mongodb://u:p@h/app?authSource=admin": "mongodb://u:p@h/t?authSource=admin",
+        "mongodb+srv://u:p@cluster.example/app?tls=true": (
+            "mongodb+srv://u:p@cluster.example/t?tls=true&authSource=app"
+        ),
+    }
+    for given, expected in cases.items():
+        assert with_database(given, "t") == expected, given
+
+
+def test_scratch_database_closes_its_client() -> None:
+    """An unclosed MongoClient warns (ResourceWarning) when collected: an error here."""
+    with pytest.raises(ServerSelectionTimeoutError), scratch_database(UNREACHABLE) as url:
+        assert "/broker_test_" in url
+    gc.collect()
