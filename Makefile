@@ -1,18 +1,34 @@
 # Every target builds .venv on demand: `python3 -m venv`, then an editable install of the
-# project (and of clients/python) with test extras. The stamp file is rebuilt whenever a
-# pyproject.toml changes, so a stale venv is refreshed rather than trusted.
+# project (and of clients/python) with test extras, every dependency at the version pinned
+# in constraints.txt (the image installs the same pins). The stamp file is rebuilt whenever
+# a pyproject.toml or the pins change, so a stale venv is refreshed rather than trusted.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-client-min lint fmt bench clean
+CONSTRAINTS := constraints.txt
+FRESH := .venv-constraints
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+.PHONY: run test test-client-min lint fmt bench clean constraints
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]' -e './clients/python[test]'
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[test]' -e './clients/python[test]'
 	touch $(STAMP)
+
+# Move the pins to the newest versions the pyproject.toml files allow: a fresh venv without
+# constraints, then pip freeze. Run `make test` on the result before committing it.
+constraints:
+	rm -rf $(FRESH)
+	$(PY) -m venv $(FRESH)
+	$(FRESH)/bin/python -m pip install -q --upgrade pip
+	$(FRESH)/bin/python -m pip install -q -e '.[test]' -e './clients/python[test]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(FRESH)/bin/python -m pip freeze --exclude-editable; } \
+		> $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf $(FRESH)
 
 run: $(STAMP)
 	$(BIN)/token-broker demo
@@ -52,4 +68,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/services_bench.py
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_MIN) $(FRESH) .pytest_cache .mypy_cache .ruff_cache

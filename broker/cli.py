@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from broker.admin import Admin
 
 CONFIG_ENV = "TOKEN_BROKER_CONFIG"
+PORT_ENV = "TOKEN_BROKER_PORT"
 GRACEFUL_SHUTDOWN_SECONDS = 30
 """How long `serve` waits for in-flight requests after SIGTERM before closing them."""
 
@@ -79,23 +80,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.config:
         os.environ[CONFIG_ENV] = str(args.config)
     from broker.logs import configure_logging
-    from broker.serving import check_store, ensure_multiprocess_metrics, server_options
+    from broker.serving import check_store, multiprocess_metrics, server_options
 
     configure_logging(settings.log_level, settings.log_format)
     store_problem = check_store(settings)
     if store_problem:
         raise CommandError(store_problem)
-    ensure_multiprocess_metrics(args.workers)
-    uvicorn.run(
-        "broker.app:app_from_environment",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=settings.log_level,
-        **server_options(settings),
-        **SERVER_OPTIONS,
-    )
+    with multiprocess_metrics(args.workers):
+        uvicorn.run(
+            "broker.app:app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=settings.log_level,
+            **server_options(settings),
+            **SERVER_OPTIONS,
+        )
     return 0
 
 
@@ -270,7 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
         "then the TOML file given with --config, then defaults.",
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    # The image's health check reads the same variable, so the two cannot disagree.
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get(PORT_ENV, "8000"),
+        help=f"default: ${PORT_ENV}, else 8000",
+    )
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--config", metavar="FILE", help="TOML settings file")
     serve.set_defaults(func=_cmd_serve)

@@ -13,10 +13,13 @@ store's start-up check.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from broker.http.protocol import BoundedHttpToolsProtocol
@@ -44,24 +47,30 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def ensure_multiprocess_metrics(workers: int) -> str | None:
-    """With several workers and no PROMETHEUS_MULTIPROC_DIR, make a fresh private one.
+@contextlib.contextmanager
+def multiprocess_metrics(workers: int) -> Iterator[str | None]:
+    """With several workers and no PROMETHEUS_MULTIPROC_DIR, a fresh private one for the
+    duration (removed afterwards); yields it, or None when there was nothing to do.
 
-    prometheus-client's multiprocess mode is chosen when it is imported, from this
-    variable: without it every worker counts alone and `/metrics` reports whichever worker
-    answers the scrape. The workers inherit the variable (uvicorn spawns them after this).
-    Returns the directory made, or None when there was nothing to do."""
+    prometheus-client picks its multiprocess mode when it is imported, from this variable:
+    without it every worker counts alone and `/metrics` reports whichever worker answers
+    the scrape. The workers inherit the variable (uvicorn spawns them inside this block)."""
     if workers <= 1 or os.environ.get(MULTIPROC_ENV):
-        return None
+        yield None
+        return
     path = tempfile.mkdtemp(prefix="token-broker-metrics-")
     os.environ[MULTIPROC_ENV] = path
     log.info(
-        "%s not set: %d workers share metrics through the new directory %s",
+        "%s not set: the %d workers share their metrics through %s (removed at exit)",
         MULTIPROC_ENV,
         workers,
         path,
     )
-    return path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def check_store(settings: Settings) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import new_kek
@@ -360,3 +362,49 @@ def test_pinned_workers_take_a_cpu_each(tmp_path: Path, upstream: str) -> None:
         )
     finally:
         server.stop()
+
+
+def healthz_count(url: str) -> float:
+    """broker_requests_total for /healthz, as the worker that answers this scrape says."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text  # a new connection: any worker
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "broker_requests_total" and sample.labels["endpoint"] == "/healthz"
+    )
+
+
+def test_serve_workers_share_their_metrics_without_being_told(
+    tmp_path: Path, upstream: str
+) -> None:
+    """`serve --workers 2` without PROMETHEUS_MULTIPROC_DIR makes a private one (one log
+    line), so every worker's /metrics counts every worker's requests; it is removed when
+    serve stops."""
+    port = free_port()
+    env = {
+        "BROKER_ISSUER": f"http://127.0.0.1:{port}",
+        "BROKER_SHOTGRID_URL": upstream,
+        "BROKER_STORE_URL": f"sqlite:///{tmp_path / 'broker.db'}",
+        "BROKER_SECRET_KEY": new_kek(),
+        "BROKER_SHOTGRID_SCRIPT_NAME": "token-broker",
+        "BROKER_SHOTGRID_SCRIPT_KEY": "token-broker-key",
+    }
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    proc = Proc(["serve", "--port", str(port), "--workers", "2"], env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        line = proc.wait_for_line("PROMETHEUS_MULTIPROC_DIR")
+        named = re.search(r"through (\S+) \(removed", line)
+        assert named, line
+        directory = Path(named.group(1))
+        assert directory.is_dir()
+        wait_ready(url)
+        for _ in range(20):
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        # Each scrape lands on either worker; every one must see all 20 requests.
+        assert [healthz_count(url) for _ in range(8)] == [20.0] * 8
+    finally:
+        output = proc.stop()
+    assert output.count("PROMETHEUS_MULTIPROC_DIR") == 1 and "Traceback" not in output
+    assert not directory.exists()
