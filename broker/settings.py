@@ -194,7 +194,7 @@ class Settings(BaseSettings):
     """Seconds a client has to send a complete request head once it has started one; a connection still sending its head after that gets 408 and is closed."""
 
     http_idle_timeout: float = Field(5.0, gt=0)
-    """Seconds a connection may stay open without a request in progress: before its first request and between requests (HTTP keep-alive). Then it is closed."""
+    """Seconds a connection may stay open without a request in progress: before its first request and between requests (HTTP keep-alive). Then it is closed. Behind a load balancer that keeps idle connections to the broker, set it above the balancer's idle timeout (AWS ALB: 60 s), or the balancer may reuse a connection just as the broker closes it."""
 
     http_max_connections: int = Field(1000, gt=0)
     """Open connections each worker process serves at once; requests on connections beyond it get 503."""
