@@ -35,6 +35,7 @@ from broker.store.records import (
     Claim,
     Claimed,
     ClientRecord,
+    CounterWindow,
     FamilyRecord,
     KeyRecord,
     KeyState,
@@ -197,7 +198,26 @@ class CodeStore(Protocol):
 
 
 class CounterStore(Protocol):
-    """Fixed-window counters (login throttling)."""
+    """Fixed-window counters with a limit (login throttling). A window begins at the first
+    count after the previous window of the key ended, and lasts `window`."""
+
+    def reserve(
+        self, key: str, now: datetime, window: timedelta, limit: int
+    ) -> CounterWindow | None:
+        """Atomically take one slot of the counter: a live window (begun less than `window`
+        before `now`) under `limit` is incremented; an absent or ended one restarts at 1,
+        begun at `now`; a live window at `limit` is left alone and None is returned. One
+        conditional write, so concurrent callers never take more than `limit` slots of one
+        window between them. Returns the window with the count this call made. `limit` is
+        at least 1 (ValueError otherwise)."""
+
+    def release(self, key: str, started: datetime) -> bool:
+        """Give one slot back: decrement the counter if it is still in the window begun at
+        `started` and above 0 (atomic). False when nothing changed (the window ended and
+        restarted, or the counter was reset)."""
+
+    def read_counter(self, key: str, now: datetime, window: timedelta) -> CounterWindow | None:
+        """The live window, None if the counter is absent or its window has ended."""
 
     def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:
         """Atomically increment a fixed-window counter and return the new count; a counter
@@ -207,6 +227,9 @@ class CounterStore(Protocol):
         """The current count, 0 if absent or its window has passed."""
 
     def reset_counter(self, key: str) -> None: ...
+
+    def reset_counters(self, prefix: str) -> int:
+        """Delete every counter whose key starts with `prefix` (not empty); how many."""
 
 
 class DenylistStore(Protocol):
@@ -279,6 +302,7 @@ __all__ = [
     "ClientStore",
     "CodeStore",
     "CounterStore",
+    "CounterWindow",
     "DenylistStore",
     "FamilyRecord",
     "FamilyStarter",

@@ -52,6 +52,14 @@ def upstream_gc_at(record: UpstreamTokenRecord) -> datetime | None:
     return max(record.expires_at, record.refresh_expires_at)
 
 
+def key_range(prefix: str) -> tuple[str, str]:
+    """[low, high): exactly the keys that start with `prefix`, as a range both backends
+    answer from their primary-key index (code-point order is UTF-8 byte order)."""
+    if not prefix:
+        raise ValueError("an empty prefix would name every key")
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 def opt_ms(value: datetime | None) -> int | None:
     return None if value is None else to_ms(value)
 

@@ -47,7 +47,7 @@ from broker.store import (
     StoreUnavailable,
     register_backend,
 )
-from broker.store._codec import StoredFormError, from_doc, to_doc, upstream_gc_at
+from broker.store._codec import StoredFormError, from_doc, key_range, to_doc, upstream_gc_at
 from broker.store.records import (
     SCHEMA_VERSION,
     AlreadyClaimed,
@@ -55,6 +55,7 @@ from broker.store.records import (
     Claim,
     Claimed,
     ClientRecord,
+    CounterWindow,
     FamilyRecord,
     KeyRecord,
     KeyState,
@@ -581,6 +582,53 @@ class MongoStore:
         return from_doc(AuthCodeRecord, doc), False
 
     # --- counters -----------------------------------------------------------------------------
+    def reserve(
+        self, key: str, now: datetime, window: timedelta, limit: int
+    ) -> CounterWindow | None:
+        """One `find_one_and_update`: its filter matches an ended window or a live one under
+        the limit, and its update pipeline restarts the first and counts in the second. A
+        live window at the limit does not match, so the upsert tries to insert a second
+        document with the same `_id` and the unique index refuses it (DuplicateKeyError):
+        nothing is written. The same error also ends a race of two first inserts, so the
+        loser tries once more; a second refusal means the window is full."""
+        if limit < 1:
+            raise ValueError("a counter limit is at least 1")
+        now = ms(now)
+        ended = now - window
+        live = {"$gt": ["$window_start", ended]}
+        update = [
+            {
+                "$set": {
+                    "count": {"$cond": [live, {"$add": ["$count", 1]}, 1]},
+                    "window_start": {"$cond": [live, "$window_start", now]},
+                    "expires_at": {"$cond": [live, "$expires_at", now + window]},
+                    "expire_at": {"$cond": [live, "$expire_at", now + window]},
+                    "schema": SCHEMA_VERSION,
+                }
+            }
+        ]
+        query = {"_id": key, "$or": [{"window_start": {"$lte": ended}}, {"count": {"$lt": limit}}]}
+        for _ in range(2):
+            try:
+                doc = self._counters.find_one_and_update(
+                    query, update, upsert=True, return_document=ReturnDocument.AFTER
+                )
+            except DuplicateKeyError:
+                continue
+            assert doc is not None  # an upsert returning the document after always has one
+            return CounterWindow(int(doc["count"]), doc["window_start"])
+        return None
+
+    def release(self, key: str, started: datetime) -> bool:
+        result = self._counters.update_one(
+            {"_id": key, "window_start": ms(started), "count": {"$gt": 0}}, {"$inc": {"count": -1}}
+        )
+        return result.modified_count == 1
+
+    def read_counter(self, key: str, now: datetime, window: timedelta) -> CounterWindow | None:
+        doc = self._counters.find_one({"_id": key, "window_start": {"$gt": ms(now) - window}})
+        return None if doc is None else CounterWindow(int(doc["count"]), doc["window_start"])
+
     def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:
         """Increment a live window, else restart a stale one (or create it); each step is a
         single-document CAS, and losing the restart race means someone else restarted:
@@ -620,6 +668,10 @@ class MongoStore:
 
     def reset_counter(self, key: str) -> None:
         self._counters.delete_one({"_id": key})
+
+    def reset_counters(self, prefix: str) -> int:
+        low, high = key_range(prefix)
+        return int(self._counters.delete_many({"_id": {"$gte": low, "$lt": high}}).deleted_count)
 
     # --- access-token denylist ----------------------------------------------------------------
     def deny_access_token(self, jti: str, expires_at: datetime) -> None:

@@ -180,3 +180,12 @@ class AuthCodeRecord:
     extra: dict[str, str] = field(default_factory=dict)
     replayed_at: datetime | None = None
     """First time the code was presented again after its redemption."""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterWindow:
+    """A fixed-window counter as it stands: its count and when its window began (the
+    window's identity: `CounterStore.release` gives a slot back only to that window)."""
+
+    count: int
+    started: datetime

@@ -40,6 +40,7 @@ from broker.store._codec import (
     field_names,
     from_ms,
     from_row,
+    key_range,
     opt_ms,
     specs,
     sql_type,
@@ -54,6 +55,7 @@ from broker.store.records import (
     Claim,
     Claimed,
     ClientRecord,
+    CounterWindow,
     FamilyRecord,
     KeyRecord,
     KeyState,
@@ -133,6 +135,19 @@ _CHAIN_SELECT = (
     )
     + " FROM refresh_tokens t JOIN families f ON f.family_id = t.family_id"
     " JOIN sessions s ON s.sid = f.sid WHERE t.jti = ?"
+)
+
+# `CounterStore.reserve`: restart an ended window, count in a live one under the limit.
+_RESERVE = (
+    'INSERT INTO counters ("key", window_start, count, expires_at) VALUES (:key, :t, 1, :t + :w)'
+    ' ON CONFLICT ("key") DO UPDATE SET'
+    " count = CASE WHEN counters.window_start + :w > :t THEN counters.count + 1 ELSE 1 END,"
+    " window_start = CASE WHEN counters.window_start + :w > :t"
+    " THEN counters.window_start ELSE :t END,"
+    " expires_at = CASE WHEN counters.window_start + :w > :t"
+    " THEN counters.window_start + :w ELSE :t + :w END"
+    " WHERE counters.window_start + :w <= :t OR counters.count < :limit"
+    " RETURNING count, window_start"
 )
 
 _UNAVAILABLE_MARKERS = ("locked", "busy", "i/o", "unable to open", "disk")
@@ -574,6 +589,39 @@ class SQLiteStore:
             return record, False
 
     # --- counters -----------------------------------------------------------------------------
+    def reserve(
+        self, key: str, now: datetime, window: timedelta, limit: int
+    ) -> CounterWindow | None:
+        # One UPSERT decides: its WHERE lets the update through only for an ended window or
+        # a live one under the limit; otherwise no row changes and RETURNING yields none.
+        if limit < 1:
+            raise ValueError("a counter limit is at least 1")
+        rows = (
+            self._conn()
+            .execute(_RESERVE, {"key": key, "t": to_ms(now), "w": window // _MS, "limit": limit})
+            .fetchall()
+        )
+        if not rows:
+            return None
+        return CounterWindow(int(rows[0]["count"]), from_ms(rows[0]["window_start"]))
+
+    def release(self, key: str, started: datetime) -> bool:
+        cursor = self._conn().execute(
+            'UPDATE counters SET count = count - 1 WHERE "key" = ? AND window_start = ?'
+            " AND count > 0",
+            (key, to_ms(started)),
+        )
+        return cursor.rowcount == 1
+
+    def read_counter(self, key: str, now: datetime, window: timedelta) -> CounterWindow | None:
+        row = self._one(
+            'SELECT count, window_start FROM counters WHERE "key" = ? AND window_start + ? > ?',
+            (key, window // _MS, to_ms(now)),
+        )
+        return (
+            None if row is None else CounterWindow(int(row["count"]), from_ms(row["window_start"]))
+        )
+
     def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:
         t = to_ms(now)
         w = window // _MS
@@ -606,6 +654,13 @@ class SQLiteStore:
 
     def reset_counter(self, key: str) -> None:
         self._conn().execute('DELETE FROM counters WHERE "key" = ?', (key,))
+
+    def reset_counters(self, prefix: str) -> int:
+        low, high = key_range(prefix)
+        cursor = self._conn().execute(
+            'DELETE FROM counters WHERE "key" >= ? AND "key" < ?', (low, high)
+        )
+        return cursor.rowcount
 
     # --- access-token denylist ----------------------------------------------------------------
     def deny_access_token(self, jti: str, expires_at: datetime) -> None:

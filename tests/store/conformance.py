@@ -27,6 +27,7 @@ from broker.store import AlreadyClaimed, AlreadyExists, Claimed, Store
 from broker.store.records import (
     AuthCodeRecord,
     ClientRecord,
+    CounterWindow,
     FamilyRecord,
     KeyRecord,
     KeyState,
@@ -41,6 +42,7 @@ T = TypeVar("T")
 
 H = timedelta(hours=1)
 S = timedelta(seconds=1)
+MS = timedelta(milliseconds=1)
 GRACE = timedelta(seconds=30)
 
 
@@ -166,7 +168,7 @@ def make_upstream(now: datetime, key: str = "session:sid-1", **kw: Any) -> Upstr
     return UpstreamTokenRecord(**fields)
 
 
-class StoreConformance:
+class ConformanceBase:
     """Subclass and override `store` to yield a fresh, empty store."""
 
     #: False where the backend (mongomock) is not atomic under threads: races skip.
@@ -184,6 +186,115 @@ class StoreConformance:
     def require_concurrency(self) -> None:
         if not self.concurrent:
             pytest.skip(f"{type(self).__name__}: backend is not atomic under threads")
+
+
+class CounterConformance(ConformanceBase):
+    """`CounterStore`: limited fixed-window counters (login throttling)."""
+
+    def test_reserve_counts_up_to_the_limit(self, store: Store, now: datetime) -> None:
+        window = 60 * S
+        assert store.read_counter("k", now, window) is None
+        granted = [store.reserve("k", now + i * S, window, 3) for i in range(3)]
+        assert granted == [CounterWindow(n, now) for n in (1, 2, 3)]
+        assert store.reserve("k", now + 10 * S, window, 3) is None  # full: nothing written
+        assert store.read_counter("k", now + 10 * S, window) == CounterWindow(3, now)
+        assert store.reserve("k", now + 10 * S, window, 4) == CounterWindow(4, now)  # own limit
+        assert store.reserve("other", now, window, 3) == CounterWindow(1, now)
+
+    def test_window_restarts_after_it_ends(self, store: Store, now: datetime) -> None:
+        window = 60 * S
+        for _ in range(2):
+            store.reserve("k", now, window, 2)
+        assert store.reserve("k", now + window - MS, window, 2) is None
+        assert store.read_counter("k", now + window, window) is None
+        restarted = now + window
+        assert store.reserve("k", restarted, window, 2) == CounterWindow(1, restarted)
+        assert store.reserve("k", restarted + S, window, 2) == CounterWindow(2, restarted)
+        assert store.reserve("k", restarted + 2 * S, window, 2) is None
+
+    def test_release_gives_a_slot_back_to_its_window_only(
+        self, store: Store, now: datetime
+    ) -> None:
+        window = 60 * S
+        first = store.reserve("k", now, window, 2)
+        store.reserve("k", now, window, 2)
+        assert first is not None and store.reserve("k", now, window, 2) is None
+        assert store.release("k", first.started) is True
+        assert store.read_counter("k", now, window) == CounterWindow(1, now)
+        assert store.reserve("k", now + S, window, 2) == CounterWindow(2, now)
+        assert store.release("k", now + S) is False  # no window began then
+        assert store.release("unknown", now) is False
+        later = store.reserve("k", now + window, window, 2)  # a new window
+        assert later == CounterWindow(1, now + window)
+        assert store.release("k", first.started) is False  # the old window is gone
+        assert store.read_counter("k", now + window, window) == later
+        assert store.release("k", later.started) is True
+        assert store.release("k", later.started) is False  # never below 0
+        assert store.read_counter("k", now + window, window) == CounterWindow(0, now + window)
+
+    def test_reset_counter_and_prefix(self, store: Store, now: datetime) -> None:
+        window = 60 * S
+        keys = ("u:alice:1", "u:alice:2", "u:alice", "u:alice;", "u:alicd:1", "v:alice:1")
+        for key in keys:
+            store.reserve(key, now, window, 5)
+        assert store.reset_counters("u:alice:") == 2
+        assert store.reset_counters("u:alice:") == 0
+        for key in ("u:alice:1", "u:alice:2"):
+            assert store.read_counter(key, now, window) is None
+        for key in keys[2:]:
+            assert store.read_counter(key, now, window) == CounterWindow(1, now), key
+        store.reset_counter("u:alice")
+        assert store.read_counter("u:alice", now, window) is None
+        assert store.reserve("u:alice", now + S, window, 1) == CounterWindow(1, now + S)
+        with pytest.raises(ValueError):
+            store.reset_counters("")
+        with pytest.raises(ValueError):
+            store.reserve("k", now, window, 0)
+
+    @pytest.mark.parametrize("state", ["absent", "live", "ended"])
+    def test_race_reserve_grants_exactly_the_limit(
+        self, store: Store, now: datetime, state: str
+    ) -> None:
+        """40 threads, limit 5: exactly 5 slots, whether the racers create the counter,
+        count in a live window or restart an ended one."""
+        self.require_concurrency()
+        window = 60 * S
+        at = now
+        if state == "live":
+            store.reserve("user:alice", now, window, 5)
+        elif state == "ended":
+            for _ in range(5):
+                store.reserve("user:alice", now, window, 5)
+            at = now + window
+        held = 1 if state == "live" else 0
+        results = race(40, lambda i: store.reserve("user:alice", at, window, 5))
+        granted = [r for r in results if r is not None]
+        assert sorted(r.count for r in granted) == list(range(held + 1, 6)), results
+        assert {r.started for r in granted} == {now if state == "live" else at}
+        assert store.read_counter("user:alice", at, window) == CounterWindow(5, granted[0].started)
+
+    def test_race_reserve_and_release_never_exceed_the_limit(
+        self, store: Store, now: datetime
+    ) -> None:
+        """Racers each reserve, give the slot back, and reserve again: no more than the
+        limit keep a slot, and the counter is exactly the number kept (no slot lost or
+        counted twice)."""
+        self.require_concurrency()
+        window = 60 * S
+
+        def churn(i: int) -> CounterWindow | None:
+            first = store.reserve("k", now, window, 5)
+            if first is not None:
+                assert store.release("k", first.started)
+            return store.reserve("k", now, window, 5)
+
+        kept = [r for r in race(40, churn) if r is not None]
+        assert 1 <= len(kept) <= 5, kept
+        assert store.read_counter("k", now, window) == CounterWindow(len(kept), now)
+
+
+class StoreConformance(CounterConformance):
+    """Every concern: subclass and override `store` to yield a fresh, empty store."""
 
     def setup_rotation(self, store: Store, now: datetime) -> RefreshTokenRecord:
         store.create_session(make_session(now))
@@ -766,7 +877,7 @@ class StoreConformance:
             make_token(now, "live-t", "live-f", expires_at=later + H),
         )
         store.create_code(make_code(now, "live-c", expires_at=later + S))
-        store.hit_counter("live-n", later, 60 * S)
+        store.reserve("live-n", later, 60 * S, 5)
         store.deny_access_token("live-d", later + S)
         store.put_upstream_tokens(make_upstream(now, "live-u", refresh_expires_at=later + S))
         store.put_upstream_tokens(
@@ -790,7 +901,7 @@ class StoreConformance:
             make_token(now, "dead-t3", "live-f3", expires_at=later),
         )
         store.create_code(make_code(now, "dead-c", expires_at=later))
-        store.hit_counter("dead-n", later - 60 * S, 60 * S)
+        store.reserve("dead-n", later - 60 * S, 60 * S, 5)
         store.deny_access_token("dead-d", later)
         store.put_upstream_tokens(make_upstream(now, "dead-u", refresh_expires_at=later))
         store.put_upstream_tokens(
@@ -811,8 +922,8 @@ class StoreConformance:
         for jti in ("dead-t1", "dead-t2", "dead-t3"):
             assert store.get_refresh_token(jti) is None
         assert store.redeem_code("live-c", later, family_starter("lf", "lt"))[1] is True
-        assert store.get_counter("live-n", later, 60 * S) == 1
-        assert store.hit_counter("dead-n", later, 60 * S) == 1
+        assert store.read_counter("live-n", later, 60 * S) == CounterWindow(1, later)
+        assert store.reserve("dead-n", later, 60 * S, 1) == CounterWindow(1, later)
         assert store.is_access_token_denied("live-d", later)
         assert store.get_upstream_tokens("live-u") is not None
         assert store.get_upstream_tokens("live-u2") is not None
@@ -846,7 +957,8 @@ class StoreConformance:
         [
             lambda s, naive: s.create_session(make_session(naive, sid="naive")),
             lambda s, naive: s.mark_session_checked("x", naive),
-            lambda s, naive: s.hit_counter("x", naive, S),
+            lambda s, naive: s.reserve("x", naive, S, 1),
+            lambda s, naive: s.release("x", naive),
             lambda s, naive: s.is_access_token_denied("x", naive),
             lambda s, naive: s.claim_refresh("x", make_token(naive, "y"), naive),
             lambda s, naive: s.redeem_code("x", naive, family_starter("f", "t")),
