@@ -6,7 +6,8 @@ request id of the current request) through `broker.logs`, whose redaction is a s
 guard behind FORBIDDEN_FIELDS, and feeds the Prometheus counters in `broker.metrics`.
 
 Event names in use (other modules add theirs by calling `audit`; `broker.metrics` maps the
-ones it counts):
+ones it counts; a throttled `login` names the counter that refused it in `limit`: `user_ip`,
+`user` or `ip`):
 
 | event | emitted by | outcome values |
 | --- | --- | --- |

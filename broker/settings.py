@@ -161,14 +161,17 @@ class Settings(BaseSettings):
     """Seconds a rendered login form stays valid (its CSRF token expires after this)."""
 
     # --- failed-login throttling --------------------------------------------------------------------
-    login_max_failures_per_user: int = Field(5, gt=0)
-    """Failed logins per username within the window before further attempts get 429 (checked before ShotGrid is called)."""
+    login_max_failures_per_user_ip: int = Field(5, gt=0)
+    """Failed logins for one username from one client address within the window before that address gets 429 for that username; the strict limit, checked before ShotGrid is called. People at other addresses are not affected; a successful login clears it."""
 
-    login_max_failures_per_ip: int = Field(30, gt=0)
-    """Failed logins per client IP within the window before further attempts get 429."""
+    login_max_failures_per_user: int = Field(20, ge=0)
+    """Failed logins for one username from all addresses together within the window before every attempt for it gets 429: bounds guessing spread over many addresses. Keep it well above ShotGrid's own lockout (10 failures), or the broker becomes the cheaper way to lock a person out; 20 per 900 s keeps within OWASP ASVS's 100 failures an hour. 0 turns it off."""
+
+    login_max_failures_per_ip: int = Field(30, ge=0)
+    """Failed logins from one client address (an IPv6 /64) within the window before it gets 429 for every username: bounds password spraying. Each username counts once per (username, address) window, so one person retrying counts once; everyone behind one NAT shares it. 0 turns it off."""
 
     login_failure_window: int = Field(900, gt=0)
-    """Length, in seconds, of the failed-login counting window; also the `Retry-After` of a throttled attempt."""
+    """Length, in seconds, of the failed-login counting windows (a window begins at its first attempt); a throttled attempt's `Retry-After` is what is left of the window that refused it."""
 
     # --- HTTP -------------------------------------------------------------------------------------------
     max_body_bytes: int = Field(64 * 1024, gt=0)

@@ -17,9 +17,10 @@ from authlib.oauth2.rfc6749 import (
 )
 
 from broker.components import Components
-from broker.errors import TemporarilyUnavailableError, TooManyRequestsError
+from broker.errors import TemporarilyUnavailableError
 from broker.events import audit
 from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, GrantSpec, resolve_scope
+from broker.throttle import Throttled
 from broker.upstream import (
     InactiveUser,
     InvalidCredentials,
@@ -59,29 +60,35 @@ def password_login(
     client_id: str | None,
     ip: str | None,
 ) -> LoginResult:
-    """Shared by the password grant and the login page: the failed-login throttle (checked
-    before ShotGrid is called), then ShotGrid, with its errors mapped to OAuth errors.
-    Synchronous: call it from a worker thread."""
+    """Shared by the password grant and the login page: a throttle reservation (taken
+    before ShotGrid is called, `broker.throttle`), then ShotGrid, with its errors mapped to
+    OAuth errors and the reservation settled by what ShotGrid said. Synchronous: call it
+    from a worker thread."""
     who: dict[str, Any] = {"client_id": client_id, "ip": ip}
-    throttle = components.throttle
     try:
-        throttle.check(username, ip)
-    except TooManyRequestsError:
-        audit("login", outcome="throttled", login=username, **who)
+        attempt = components.throttle.reserve(username, ip)
+    except Throttled as exc:
+        audit("login", outcome="throttled", login=username, limit=exc.limit, **who)
         raise
-    try:
-        result = components.upstream.login(username, password)
-    except UpstreamUnavailable:
-        audit("login", outcome="unavailable", login=username, **who)
-        raise TemporarilyUnavailableError(
-            "ShotGrid is not reachable right now; nothing was changed. Try again shortly.",
-            retry_after=5,
-        ) from None
-    except (InvalidCredentials, InactiveUser, TwoFactorRequired, SsoRequired) as exc:
-        throttle.failed(username, ip)
-        audit("login", outcome="failure", login=username, reason=type(exc).__name__, **who)
-        raise InvalidGrantError(MESSAGES[type(exc)]) from None
-    throttle.succeeded(username)
+    with attempt:
+        try:
+            result = components.upstream.login(username, password)
+        except UpstreamUnavailable:
+            attempt.released()
+            audit("login", outcome="unavailable", login=username, **who)
+            raise TemporarilyUnavailableError(
+                "ShotGrid is not reachable right now; nothing was changed. Try again shortly.",
+                retry_after=5,
+            ) from None
+        except TwoFactorRequired:
+            attempt.released()  # the password was right: not a guess that failed
+            audit("login", outcome="failure", login=username, reason="TwoFactorRequired", **who)
+            raise InvalidGrantError(MESSAGES[TwoFactorRequired]) from None
+        except (InvalidCredentials, InactiveUser, SsoRequired) as exc:
+            attempt.failed()
+            audit("login", outcome="failure", login=username, reason=type(exc).__name__, **who)
+            raise InvalidGrantError(MESSAGES[type(exc)]) from None
+        attempt.succeeded()
     audit("login", user_id=result.identity.user_id, login=result.identity.login, **who)
     return result
 

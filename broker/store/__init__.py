@@ -219,13 +219,6 @@ class CounterStore(Protocol):
     def read_counter(self, key: str, now: datetime, window: timedelta) -> CounterWindow | None:
         """The live window, None if the counter is absent or its window has ended."""
 
-    def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:
-        """Atomically increment a fixed-window counter and return the new count; a counter
-        older than `window` restarts at 1."""
-
-    def get_counter(self, key: str, now: datetime, window: timedelta) -> int:
-        """The current count, 0 if absent or its window has passed."""
-
     def reset_counter(self, key: str) -> None: ...
 
     def reset_counters(self, prefix: str) -> int:

@@ -629,43 +629,6 @@ class MongoStore:
         doc = self._counters.find_one({"_id": key, "window_start": {"$gt": ms(now) - window}})
         return None if doc is None else CounterWindow(int(doc["count"]), doc["window_start"])
 
-    def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:
-        """Increment a live window, else restart a stale one (or create it); each step is a
-        single-document CAS, and losing the restart race means someone else restarted:
-        go back to incrementing."""
-        now = ms(now)
-        window_open = now - window
-        for _ in range(16):
-            doc = self._counters.find_one_and_update(
-                {"_id": key, "window_start": {"$gt": window_open}},
-                {"$inc": {"count": 1}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if doc is not None:
-                return int(doc["count"])
-            try:
-                self._counters.update_one(
-                    {"_id": key, "window_start": {"$lte": window_open}},
-                    {
-                        "$set": {
-                            "count": 1,
-                            "window_start": now,
-                            "expires_at": now + window,
-                            "expire_at": now + window,
-                            "schema": SCHEMA_VERSION,
-                        }
-                    },
-                    upsert=True,
-                )
-            except DuplicateKeyError:
-                continue
-            return 1
-        raise StoreUnavailable("mongodb: counter contention did not settle")
-
-    def get_counter(self, key: str, now: datetime, window: timedelta) -> int:
-        doc = self._counters.find_one({"_id": key, "window_start": {"$gt": ms(now) - window}})
-        return 0 if doc is None else int(doc["count"])
-
     def reset_counter(self, key: str) -> None:
         self._counters.delete_one({"_id": key})
 

@@ -622,36 +622,6 @@ class SQLiteStore:
             None if row is None else CounterWindow(int(row["count"]), from_ms(row["window_start"]))
         )
 
-    def hit_counter(self, key: str, now: datetime, window: timedelta) -> int:
-        t = to_ms(now)
-        w = window // _MS
-        rows = (
-            self._conn()
-            .execute(
-                'INSERT INTO counters ("key", window_start, count, expires_at)'
-                " VALUES (:key, :t, 1, :t + :w)"
-                ' ON CONFLICT ("key") DO UPDATE SET'
-                " count = CASE WHEN counters.window_start + :w > :t"
-                " THEN counters.count + 1 ELSE 1 END,"
-                " window_start = CASE WHEN counters.window_start + :w > :t"
-                " THEN counters.window_start ELSE :t END,"
-                " expires_at = CASE WHEN counters.window_start + :w > :t"
-                " THEN counters.window_start + :w ELSE :t + :w END"
-                " RETURNING count",
-                {"key": key, "t": t, "w": w},
-            )
-            .fetchall()
-        )
-        count: int = rows[0]["count"]
-        return count
-
-    def get_counter(self, key: str, now: datetime, window: timedelta) -> int:
-        row = self._one(
-            'SELECT count FROM counters WHERE "key" = ? AND window_start + ? > ?',
-            (key, window // _MS, to_ms(now)),
-        )
-        return 0 if row is None else int(row["count"])
-
     def reset_counter(self, key: str) -> None:
         self._conn().execute('DELETE FROM counters WHERE "key" = ?', (key,))
 

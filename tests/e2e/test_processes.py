@@ -182,7 +182,7 @@ def test_two_serve_processes_share_one_store(
         "BROKER_SHOTGRID_SCRIPT_NAME": "token-broker",
         "BROKER_SHOTGRID_SCRIPT_KEY": "token-broker-key",
         "BROKER_JWKS_MAX_AGE": "2",
-        "BROKER_LOGIN_MAX_FAILURES_PER_USER": "3",
+        "BROKER_LOGIN_MAX_FAILURES_PER_USER_IP": "3",
     }
     added = cli(
         "clients",

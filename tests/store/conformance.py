@@ -827,35 +827,6 @@ class StoreConformance(CounterConformance):
         assert stored is not None
         assert all(r == AlreadyClaimed(now + S, stored) for r in results if r != Claimed())
 
-    def test_counters_window(self, store: Store, now: datetime) -> None:
-        window = 60 * S
-        assert store.get_counter("ip:1", now, window) == 0
-        assert store.hit_counter("ip:1", now, window) == 1
-        assert store.hit_counter("ip:1", now + 10 * S, window) == 2
-        assert store.hit_counter("ip:1", now + 59 * S, window) == 3
-        assert store.get_counter("ip:1", now + 59 * S, window) == 3
-        assert store.get_counter("ip:1", now + window, window) == 0
-        assert store.hit_counter("ip:1", now + window, window) == 1  # window restarts
-        assert store.hit_counter("ip:1", now + window + S, window) == 2
-        assert store.get_counter("ip:2", now, window) == 0
-        store.reset_counter("ip:1")
-        assert store.get_counter("ip:1", now + window + S, window) == 0
-        assert store.hit_counter("ip:1", now + window + S, window) == 1
-
-    def test_race_counter_adds_up(self, store: Store, now: datetime) -> None:
-        self.require_concurrency()
-        window = 60 * S
-
-        def hits(i: int) -> list[int]:
-            return [
-                store.hit_counter("user:alice", now + i * timedelta(milliseconds=1), window)
-                for _ in range(10)
-            ]
-
-        results = race(10, hits)
-        assert sorted(c for r in results for c in r) == list(range(1, 101))
-        assert store.get_counter("user:alice", now + S, window) == 100
-
     # --- denylist ----------------------------------------------------------------------------
     def test_denylist(self, store: Store, now: datetime) -> None:
         store.deny_access_token("at-1", now + H)
