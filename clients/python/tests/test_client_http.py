@@ -13,7 +13,12 @@ from client_support import FakeBroker, FakeClock
 def test_validator_against_a_real_http_broker(clock: FakeClock) -> None:
     broker = FakeBroker(clock)
     broker.cache_control = "public, max-age=60"
-    with broker.served() as url, TokenValidator(url, "dna-api", clock=clock, cache_size=0) as v:
+    # kid_wait: a generous bound, so a loaded machine's slow refetch is still awaited (the
+    # bound itself is tested in test_client_revocations.py).
+    with (
+        broker.served() as url,
+        TokenValidator(url, "dna-api", clock=clock, cache_size=0, kid_wait=5) as v,
+    ):
         assert v.validate(broker.mint()).sub == "101"
         broker.add_key("k2")
         assert v.validate(broker.mint()).sub == "101"  # unknown kid: one refetch
@@ -34,7 +39,10 @@ def test_one_validator_serves_event_loops_one_after_another(clock: FakeClock) ->
     """A module-level validator used from one event loop after another (FastAPI's
     TestClient, asyncio.run scripts): the background thread wakes each loop's waiters."""
     broker = FakeBroker(clock)
-    with broker.served() as url, TokenValidator(url, "dna-api", clock=clock, cache_size=0) as v:
+    with (
+        broker.served() as url,
+        TokenValidator(url, "dna-api", clock=clock, cache_size=0, kid_wait=5) as v,
+    ):
         assert asyncio.run(v.avalidate(broker.mint())).sub == "101"
         broker.add_key("k2")  # an unknown kid: awaited in a second loop
         assert asyncio.run(v.avalidate(broker.mint())).sub == "101"
