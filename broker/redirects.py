@@ -1,5 +1,6 @@
 """Redirect URI matching: exact string match (RFC 6749 §3.1.2.3, RFC 9700 §4.1.3), except the
-port of a registered loopback URI, which may be any (RFC 8252 §7.3).
+port of a registered loopback URI, which may be any (RFC 8252 §7.3). A native app's
+private-use URI (RFC 8252 §7.1, `com.example.app:/callback`, no host) matches exactly.
 
 A candidate with userinfo, a fragment, or anything not byte-identical apart from the
 loopback port is refused; hosts are compared exactly (no case folding, no suffix games).
@@ -40,10 +41,25 @@ def is_loopback(uri: str) -> bool:
     return parts is not None and parts.scheme == "http" and host_of(parts) in LOOPBACK_HOSTS
 
 
+def private_use_scheme(uri: str) -> str | None:
+    """The scheme of a native app's private-use redirect URI (RFC 8252 §7.1: a reverse
+    domain name, one slash, no host), else None."""
+    if not uri or len(uri) > 2048 or any(c in uri for c in "\\ \t\r\n#"):
+        return None
+    scheme, sep, rest = uri.partition(":")
+    if not sep or "." not in scheme or not rest.startswith("/") or rest.startswith("//"):
+        return None
+    if not scheme.isascii() or not scheme[:1].isalpha():
+        return None
+    if not all(c.isalnum() or c in "+.-" for c in scheme):
+        return None
+    return scheme
+
+
 def redirect_uri_allowed(candidate: str, registered: Iterable[str]) -> bool:
     cand = split_uri(candidate)
     if cand is None:
-        return False
+        return private_use_scheme(candidate) is not None and candidate in tuple(registered)
     for reg_uri in registered:
         if candidate == reg_uri:
             return True

@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from broker.components import Components
 from broker.http.oauth import BodyTooLarge, parse_pairs, read_form, reject_duplicates
-from broker.redirects import origin_of
+from broker.redirects import origin_of, private_use_scheme
 from broker.settings import decode_key
 from broker.store import SessionRecord
 from broker.tokens.secrets import sha256_b64
@@ -108,8 +108,15 @@ def redirect(url: str) -> RedirectResponse:
 
 
 def form_targets_for(uri: str | None) -> list[str]:
-    origin = origin_of(uri) if uri else None
-    return [origin] if origin else []
+    """CSP `form-action` sources for a redirect URI: its origin, or for a native app's
+    private-use URI (RFC 8252 §7.1) its scheme (`com.example.app:`)."""
+    if not uri:
+        return []
+    origin = origin_of(uri)
+    if origin:
+        return [origin]
+    scheme = private_use_scheme(uri)
+    return [f"{scheme}:"] if scheme else []
 
 
 # --- SSO session cookie ----------------------------------------------------------------------
