@@ -30,12 +30,14 @@ from broker.endpoints.authorization import (
 )
 from broker.errors import TemporarilyUnavailableError, TooManyRequestsError
 from broker.events import audit
-from broker.grants.password import password_login
+from broker.grants.password import MESSAGES, password_login
 from broker.http import pages
+from broker.http.middleware import note_outcome
 from broker.http.oauth import client_ip
 from broker.http.threads import components, run_sync
 from broker.store import SessionRecord, StoreUnavailable
 from broker.tokens.secrets import sha256_b64
+from broker.upstream import TwoFactorRequired
 
 log = logging.getLogger("broker.http.authorize")
 
@@ -43,6 +45,13 @@ CSRF_PURPOSE = "login"
 MSG_CSRF = "This sign-in form has expired or did not come from this site. Please sign in again."
 MSG_MISSING = "Enter your ShotGrid username and password."
 MSG_STORE = "Sign-in is unavailable right now because the token store is not reachable."
+MSG_TWO_FACTOR = (
+    "This ShotGrid account requires two-factor authentication, which this sign-in page "
+    "cannot ask for yet. Ask your ShotGrid administrator how to sign in."
+)
+#: The password grant's advice, where it would be wrong on this page (its two-factor
+#: message sends people to the browser login: this page).
+PAGE_MESSAGES = {MESSAGES[TwoFactorRequired]: MSG_TWO_FACTOR}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,9 @@ class LoginForm:
     error: str | None = None
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
+    refusal: str | None = None
+    """The OAuth error code of a refused submit, for the request's metrics: a refused
+    sign-in is shown again with 200, and counts as the refusal it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +103,16 @@ async def authorize(request: Request) -> Response:
     try:
         outcome = await run_sync(request, decide, parts, seen)
     except OAuth2Error as err:
+        note_outcome(err.error)
         if err.redirect_uri:
             return pages.redirect(error_redirect(parts.issuer, err))
         return pages.error_page(parts, err.error, err.description or "Invalid request.")
     except StoreUnavailable:
+        note_outcome("temporarily_unavailable")
         return pages.error_page(parts, "temporarily_unavailable", MSG_STORE, 503)
     if isinstance(outcome, LoginForm):
+        if outcome.refusal is not None:
+            note_outcome(outcome.refusal)
         return _login_page(request, parts, outcome)
     response = pages.redirect(outcome.url)
     if outcome.cookie is not None and outcome.session is not None:
@@ -151,11 +167,12 @@ def _login_submit(parts: Components, areq: AuthorizationRequest, seen: BrowserRe
     password = params.get("password") or ""
     if not pages.csrf_ok(parts, seen.csrf_cookie, params.get("csrf_token"), CSRF_PURPOSE, areq.raw):
         audit("login_csrf", outcome="failure", client_id=areq.client.client_id)
-        return LoginForm(areq, username, MSG_CSRF, 403)
+        return LoginForm(areq, username, MSG_CSRF, 403, refusal="invalid_request")
     if not username or not password:
-        return LoginForm(areq, username, MSG_MISSING, 400)
+        return LoginForm(areq, username, MSG_MISSING, 400, refusal="invalid_request")
     if len(username) > 256 or len(password) > 1024:
-        return LoginForm(areq, "", "That username or password is too long.", 400)
+        too_long = "That username or password is too long."
+        return LoginForm(areq, "", too_long, 400, refusal="invalid_request")
     try:
         result = password_login(
             parts, username, password, client_id=areq.client.client_id, ip=seen.ip
@@ -168,9 +185,12 @@ def _login_submit(parts: Components, areq: AuthorizationRequest, seen: BrowserRe
             err.description,
             err.status_code,
             {"Retry-After": str(err.retry_after or 5)},
+            refusal=err.error,
         )
     except InvalidGrantError as err:
-        return LoginForm(areq, username, err.description)
+        # The form again, with 200 as login pages answer a refused sign-in.
+        message = PAGE_MESSAGES.get(err.description, err.description)
+        return LoginForm(areq, username, message, refusal=err.error)
     cookie = pages.new_session_cookie()
     session = parts.sessions.new_session(result.identity, cookie_hash=sha256_b64(cookie))
     parts.custody.keep(session, result.tokens)

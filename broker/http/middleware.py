@@ -63,8 +63,16 @@ OAUTH_ERRORS = frozenset(
         "insufficient_scope",
         "login_required",
         "interaction_required",
+        "request_not_supported",
+        "request_uri_not_supported",
     }
 )
+
+
+def note_outcome(error: str) -> None:
+    """The outcome label of a request refused with an OAuth error code, whatever its
+    status (a login form shown again with its error is 200, and a refusal still)."""
+    note(outcome=error if error in OAUTH_ERRORS else "other_error")
 
 
 def note_oauth_result(status: int, body: object) -> None:
