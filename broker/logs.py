@@ -193,6 +193,9 @@ class _BrokerHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+QUIET_LOGGERS = ("httpx", "httpcore")
+"""HTTP client libraries that log every ShotGrid call at INFO (two lines per login): their
+lines come through only at WARNING or above, or everything at `debug`."""
 
 
 def configure_logging(
@@ -203,6 +206,7 @@ def configure_logging(
     Idempotent: the previous broker handler is replaced. Handlers others installed (a test
     runner's capture) are left alone. uvicorn's loggers are made to propagate here so its
     lines are JSON too, except its access log, which the request middleware replaces.
+    The HTTP client's per-call INFO lines are silenced unless the level is `debug`.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -217,6 +221,8 @@ def configure_logging(
         uv.handlers.clear()
         # The request middleware writes one richer access line per request.
         uv.propagate = name != "uvicorn.access"
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
     return handler
 
 
@@ -226,6 +232,8 @@ def unconfigure_logging() -> None:
     for handler in list(root.handlers):
         if isinstance(handler, _BrokerHandler):
             root.removeHandler(handler)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def register_settings_secrets(values: Iterable[str | None]) -> None:

@@ -6,6 +6,11 @@ grant type and outcome, latency, tokens issued, throttled logins), the upstream 
 reuse, revoked families, key rotations). Label values are bounded (route templates, known
 grant types and error codes), so garbage requests cannot grow the number of series.
 
+Also a constant `broker_build_info{version,python}` and two gauges about the signing key
+(`observe_signing_key`, set when `/metrics` is scraped from the key set the process has
+loaded). No `_created` series: prometheus-client's per-series creation timestamps would
+double the number of series for a value no alert uses.
+
 Several workers (`serve --workers N`): set `PROMETHEUS_MULTIPROC_DIR` to an empty directory,
 writable by the broker and wiped at each start, before the workers start; each worker then
 writes its samples there (prometheus-client's multiprocess mode) and `/metrics` of any
@@ -15,7 +20,10 @@ worker reports the sum over all of them. Without it each worker reports only its
 from __future__ import annotations
 
 import os
+import platform
 import re
+from datetime import datetime, timedelta
+from importlib import metadata
 from typing import Any
 
 from prometheus_client import (
@@ -25,9 +33,12 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -81,6 +92,36 @@ STORE_ERRORS = Counter(
 AUDIT_EVENTS = Counter(
     "broker_audit_events", "Audit events by name and outcome.", ["event", "outcome"]
 )
+
+BUILD_INFO = Gauge(
+    "broker_build_info",
+    "Always 1; the labels say which broker runs (version) on which Python.",
+    ["version", "python"],
+    multiprocess_mode="max",
+)
+SIGNING_KEY_AGE = Gauge(
+    "broker_signing_key_age_seconds",
+    "Seconds since the current signing key of each algorithm started signing.",
+    ["alg"],
+    multiprocess_mode="mostrecent",
+)
+NEXT_ROTATION = Gauge(
+    "broker_signing_key_next_rotation_timestamp_seconds",
+    "When the current signing key of each algorithm is due for automatic rotation (Unix "
+    "time); absent while automatic rotation is off.",
+    ["alg"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("shotgrid-token-broker")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD_INFO.labels(_version(), platform.python_version()).set(1)
 
 _LABEL = re.compile(r"[a-z0-9_:.-]{1,48}")
 
@@ -140,6 +181,17 @@ def observe_request(
         issued.inc()
     if status == 429:
         THROTTLED.labels(endpoint).inc()
+
+
+def observe_signing_key(
+    alg: str, started: datetime, now: datetime, rotation_interval: timedelta
+) -> None:
+    """The signing-key gauges of one algorithm: age of its current key, and when automatic
+    rotation (`BROKER_KEY_ROTATION_INTERVAL`, 0 for off) will replace it."""
+    alg = _bounded(alg.lower()).upper()
+    SIGNING_KEY_AGE.labels(alg).set(max(0.0, (now - started).total_seconds()))
+    if rotation_interval > timedelta(0):  # a setting: it never changes in a process
+        NEXT_ROTATION.labels(alg).set((started + rotation_interval).timestamp())
 
 
 def upstream_call(operation: str, outcome: str, seconds: float) -> None:

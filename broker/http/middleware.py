@@ -25,6 +25,9 @@ REQUEST_ID_HEADER = "x-request-id"
 CLIENT_CLOSED_REQUEST = 499
 """Status recorded (never sent) for a request whose client left mid-request (nginx's 499)."""
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_LOGGED_PATH = 200
+MAX_LOGGED_USER_AGENT = 200
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 _log = get_logger("broker.http.access")
 
@@ -102,6 +105,20 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+def _bounded_text(value: str, limit: int) -> str:
+    """Printable ASCII only (a console log line cannot be forged with a newline or an
+    escape sequence), cut at `limit` characters with a marker."""
+    value = _UNPRINTABLE.sub("?", value)
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _user_agent(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"user-agent":
+            return _bounded_text(value.decode("latin-1"), MAX_LOGGED_USER_AGENT)
+    return None
+
+
 def _endpoint_label(scope: Scope) -> str:
     """The route's path template (bounded cardinality), `other` for unmatched paths."""
     endpoint = scope.get("endpoint")
@@ -167,13 +184,20 @@ class RequestContextMiddleware:
             from broker import metrics
 
             metrics.observe_request(endpoint, scope.get("method", ""), status, elapsed, notes)
+            where: dict[str, str] = {}
+            if endpoint == "other":
+                # No route template to name it by: the path, bounded. Never the query
+                # string, where codes and tokens travel.
+                where["path"] = _bounded_text(scope.get("path", ""), MAX_LOGGED_PATH)
             _log.info(
                 "http_request",
                 method=scope.get("method"),
                 endpoint=endpoint,
+                **where,
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
                 client_ip=(scope.get("client") or (None,))[0],
+                user_agent=_user_agent(scope.get("headers", [])),
                 **notes,
             )
             _request_notes.reset(notes_token)

@@ -1,4 +1,4 @@
-"""Operational routes: this service's OpenAPI document (and, in later steps, metrics).
+"""Operational routes: Prometheus metrics and this service's OpenAPI document.
 
 Kept apart from `routes.py` so the OAuth routes and the operator's routes change
 independently; `broker/app.py` registers both lists.
@@ -7,8 +7,11 @@ independently; `broker/app.py` registers both lists.
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from importlib import resources
+from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,9 +24,30 @@ def openapi_document() -> bytes:
     return resources.files("broker").joinpath("openapi.yaml").read_bytes()
 
 
+def observe_keys(broker: Any) -> None:
+    """The signing-key gauges, from the key set this process has loaded (re-read from the
+    store only when it is due anyway, as for any signature). Skipped while the store is
+    down or before the first keys exist: a scrape never fails for them."""
+    from broker import metrics
+    from broker.store import StoreError
+    from broker.tokens.keys import KeyError_
+
+    interval = timedelta(seconds=broker.settings.key_rotation_interval)
+    now = broker.now()
+    for alg in broker.keys.algs:
+        try:
+            record = broker.keys.current(alg).record
+        except (StoreError, KeyError_):  # store down, or no key yet: no gauge this time
+            continue
+        metrics.observe_signing_key(alg, record.activated_at or record.created_at, now, interval)
+
+
 async def metrics(request: Request) -> Response:
     from broker.metrics import exposition
 
+    broker = getattr(request.app.state, "broker", None)
+    if broker is not None:
+        await run_in_threadpool(observe_keys, broker)
     body, content_type = exposition()
     return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 

@@ -142,3 +142,74 @@ def test_multiprocess_mode_sums_workers(tmp_path: Path) -> None:
     }
     assert value(values, "broker_logins_total", outcome="success") == 2
     assert value(values, "broker_tokens_issued_total", grant_type="password") == 2
+
+
+def test_login_form_counts_refusals_as_refusals(
+    running: tuple[RunningBroker, MovableClock],
+) -> None:
+    """A login form shown again after a refused sign-in is a 200 page, and a refusal: its
+    outcome is `invalid_grant`, never `success`. Throttled sign-ins are counted too."""
+    from tests.support.oidc import Flow, submit_login
+
+    broker, _ = running
+    before = scrape(broker.url)
+    with broker.client() as http:
+        page = http.get("/authorize", params=Flow().params())
+        for attempt in range(broker.settings.login_max_failures_per_user + 1):
+            again = submit_login(http, page, "bob", f"wrong-{attempt}")
+            page = again
+        assert again.status_code == 429
+        done = submit_login(
+            http, http.get("/authorize", params=Flow().params()), "alice", "alice-pw"
+        )
+        assert done.status_code == 302
+    after = scrape(broker.url)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    form = {"endpoint": "/authorize", "method": "POST", "grant_type": "none"}
+    failures = broker.settings.login_max_failures_per_user
+    assert delta("broker_requests_total", outcome="invalid_grant", status="200", **form) == failures
+    assert delta("broker_requests_total", outcome="invalid_request", status="429", **form) == 1
+    assert delta("broker_requests_total", outcome="success", status="302", **form) == 1
+    assert delta("broker_requests_total", outcome="success", status="200", **form) == 0
+    assert delta("broker_logins_total", outcome="failure") == failures
+    assert delta("broker_logins_total", outcome="throttled") == 1
+    assert delta("broker_logins_total", outcome="success") == 1
+
+
+def test_build_info_and_signing_key_gauges(running: tuple[RunningBroker, MovableClock]) -> None:
+    from importlib.metadata import version
+
+    broker, clock = running
+    values = scrape(broker.url)
+    builds = [labels for name, labels in values if name == "broker_build_info"]
+    assert len(builds) == 1
+    assert ("version", version("shotgrid-token-broker")) in builds[0]
+    assert value(values, "broker_build_info", **dict(builds[0])) == 1
+
+    current = broker.broker.keys.current().record
+    started = (current.activated_at or current.created_at).timestamp()
+    interval = broker.settings.key_rotation_interval
+    clock.advance(120)
+    values = scrape(broker.url)
+    age = value(values, "broker_signing_key_age_seconds", alg="RS256")
+    assert 120 <= age <= 121
+    due = value(values, "broker_signing_key_next_rotation_timestamp_seconds", alg="RS256")
+    assert due == pytest.approx(started + interval, abs=1)
+    broker.broker.keys.rotate()
+    rotated = scrape(broker.url)
+    assert value(rotated, "broker_signing_key_age_seconds", alg="RS256") < 1
+    assert value(
+        rotated, "broker_signing_key_next_rotation_timestamp_seconds", alg="RS256"
+    ) == pytest.approx(clock.now.timestamp() + interval, abs=1)
+
+
+def test_no_created_series(running: tuple[RunningBroker, MovableClock]) -> None:
+    broker, _ = running
+    with broker.client() as http:
+        assert broker.password_grant(http).status_code == 200
+    text = httpx.get(f"{broker.url}/metrics").text
+    assert "broker_requests_total{" in text
+    assert "_created" not in text
