@@ -1,5 +1,9 @@
 """Operator actions behind `token-broker keys` and `token-broker clients`: plain functions
-over the store, so the CLI only parses arguments."""
+over the store, so the CLI only parses arguments (and an admin API can call the same).
+
+Client registrations go through `broker.client_policy` (its `ClientPolicyError` names the
+field); other refusals are `AdminError`, one line each.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,14 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from broker.clock import system_clock
+from broker.client_policy import Limits, check_client
+from broker.clock import Clock, system_clock
 from broker.components import key_manager, sealer_for
-from broker.grants.registry import CONFIDENTIAL_ONLY, GRANT_TYPES
-from broker.settings import Settings
-from broker.store import ClientRecord, Store, open_store
+from broker.preflight import store_url_problems
+from broker.settings import Settings, env_name
+from broker.store import ClientRecord, KeyState, Store, open_store
 from broker.tokens.keys import KeyManager, KeyRefused
 from broker.tokens.secrets import hash_client_secret
-
-KNOWN_GRANTS = GRANT_TYPES
 
 
 class AdminError(Exception):
@@ -31,16 +34,33 @@ class Admin:
     keys: KeyManager
 
 
-def open_admin(settings: Settings) -> Admin:
-    problems = [p for p in settings.production_problems() if "STORE_URL" in p or "SECRET_KEY" in p]
+def admin_problems(settings: Settings, *, read_only: bool = False) -> list[str]:
+    """What `keys` and `clients` need: a store they may open and the key-encryption key.
+    `read_only` commands refuse a SQLite file that does not exist rather than create an
+    empty store and report that it holds nothing."""
+    problems = [
+        f"{env_name(name)} is required (or --data-dir DIR for a demo's data dir)"
+        for name in ("store_url", "secret_key")
+        if getattr(settings, name) is None
+    ]
+    return problems + store_url_problems(settings.store_url, must_exist=read_only)
+
+
+def open_admin(settings: Settings, *, clock: Clock = system_clock) -> Admin:
+    """The store and its keys, for settings that passed `admin_problems`."""
+    problems = admin_problems(settings)
     if problems:
         raise AdminError("; ".join(problems))
     assert settings.store_url is not None
     store = open_store(settings.store_url)
-    keys = key_manager(settings, store, sealer_for(settings), system_clock)
-    return Admin(settings, store, keys)
+    return Admin(settings, store, key_manager(settings, store, sealer_for(settings), clock))
 
 
+def limits_of(settings: Settings) -> Limits:
+    return Limits(audiences=tuple(settings.audiences))
+
+
+# --- signing keys -------------------------------------------------------------------------------
 def key_rows(admin: Admin) -> list[tuple[str, str, str, str]]:
     return [
         (r.kid, r.alg, r.state.value, r.created_at.isoformat(timespec="seconds"))
@@ -52,7 +72,9 @@ def key_rows(admin: Admin) -> list[tuple[str, str, str, str]]:
 def rotate_keys(admin: Admin) -> tuple[list[tuple[str, str]], list[str]]:
     """Rotate every algorithm; also return warnings for next keys promoted before they
     were published for a whole JWKS cache period (validators holding a cached JWKS may
-    then refuse new tokens until they refetch, which well-behaved ones do on a new kid)."""
+    then refuse new tokens until they refetch, which well-behaved ones do on a new kid).
+    Without a published next key the key manager publishes one and refuses (AdminError):
+    a key made on the spot never signs."""
     keys = admin.keys
     keys.ensure_keys()
     lead = int(keys.publish_lead.total_seconds())
@@ -66,15 +88,22 @@ def rotate_keys(admin: Admin) -> tuple[list[tuple[str, str]], list[str]]:
         raise AdminError(str(exc)) from None
 
 
-def retire_key(admin: Admin, kid: str) -> None:
+def retire_key(admin: Admin, kid: str) -> str | None:
+    """Retire a key that does not sign. Retiring the *next* key publishes a new next key
+    in its place (the key manager's rule); returns that replacement's kid, if any."""
+    before = {r.kid for r in admin.keys.records() if r.state is KeyState.NEXT}
     try:
         admin.keys.retire(kid)
     except KeyRefused as exc:
         raise AdminError(str(exc)) from None
+    after = [r.kid for r in admin.keys.records() if r.state is KeyState.NEXT and r.use == "sig"]
+    return next((k for k in after if k not in before), None)
 
 
+# --- clients --------------------------------------------------------------------------------------
 def add_client(
     store: Store,
+    limits: Limits,
     client_id: str,
     *,
     confidential: bool,
@@ -93,42 +122,33 @@ def add_client(
     """Register a client. Returns the record and, for a confidential client, its secret:
     generated here and shown once, never stored in clear nor taken from the command line
     (where `ps` and shell history would keep it)."""
-    if not client_id or len(client_id) > 200 or not client_id.isprintable() or " " in client_id:
-        raise AdminError("client id must be 1-200 printable characters without spaces")
-    unknown = [g for g in grants if g not in KNOWN_GRANTS]
-    if unknown:
-        raise AdminError(f"unknown grant type {unknown[0]!r}; known: {', '.join(KNOWN_GRANTS)}")
-    if not grants:
-        raise AdminError("give at least one --grant")
-    if not confidential and any(g in CONFIDENTIAL_ONLY for g in grants):
-        raise AdminError("client_credentials and token exchange need a confidential client")
-    if "authorization_code" in grants and not redirect_uris:
-        raise AdminError("authorization_code needs at least one --redirect-uri")
-    if store.get_client(client_id) is not None and not replace_existing:
-        raise AdminError(f"client {client_id!r} already exists (use --replace)")
-    secret = secrets.token_urlsafe(32) if confidential else None
     record = ClientRecord(
         client_id=client_id,
         name=name,
         public=not confidential,
-        secret_hash=hash_client_secret(secret) if secret else None,
-        grant_types=tuple(grants),
-        redirect_uris=tuple(redirect_uris),
-        post_logout_redirect_uris=tuple(post_logout_redirect_uris),
-        allowed_origins=tuple(origins),
-        audiences=tuple(audiences),
+        grant_types=tuple(dict.fromkeys(grants)),
+        redirect_uris=tuple(dict.fromkeys(redirect_uris)),
+        post_logout_redirect_uris=tuple(dict.fromkeys(post_logout_redirect_uris)),
+        allowed_origins=tuple(dict.fromkeys(origins)),
+        audiences=tuple(dict.fromkeys(audiences)),
         may_introspect=may_introspect,
         may_exchange_shotgrid=may_exchange_shotgrid,
-        max_exchange_lifetime=max_exchange_lifetime,
+        max_exchange_lifetime=max_exchange_lifetime or None,
     )
     if scopes:
-        record = replace(record, scopes=tuple(scopes))
+        record = replace(record, scopes=tuple(dict.fromkeys(scopes)))
+    check_client(record, limits)
+    if store.get_client(client_id) is not None and not replace_existing:
+        raise AdminError(f"client {client_id!r} already exists (use --replace)")
+    secret = secrets.token_urlsafe(32) if confidential else None
+    record = replace(record, secret_hash=hash_client_secret(secret) if secret else None)
     store.put_client(record)
     return record, secret
 
 
 def update_client(
     store: Store,
+    limits: Limits,
     client_id: str,
     *,
     grants: Sequence[str] | None = None,
@@ -139,37 +159,30 @@ def update_client(
     max_exchange_lifetime: int | None = None,
 ) -> ClientRecord:
     """Change a client's policy in place; what is not given keeps its value, and the
-    secret is never touched (rotate it with `add --replace`)."""
+    secret is never touched (rotate it with `add --replace`). The changed fields are
+    checked as `add` checks them, and the rules between fields on the whole result."""
     record = store.get_client(client_id)
     if record is None:
         raise AdminError(f"no client {client_id!r}")
-    if grants is not None:
-        unknown = [g for g in grants if g not in KNOWN_GRANTS]
-        if unknown:
-            raise AdminError(f"unknown grant type {unknown[0]!r}; known: {', '.join(KNOWN_GRANTS)}")
-        if not grants:
-            raise AdminError("give at least one --grant")
-        record = replace(record, grant_types=tuple(grants))
-    if record.public and any(g in CONFIDENTIAL_ONLY for g in record.grant_types):
-        raise AdminError("client_credentials and token exchange need a confidential client")
-    if record.public and may_introspect:
-        raise AdminError("only confidential clients may introspect")
-    if max_exchange_lifetime is not None and max_exchange_lifetime < 0:
-        raise AdminError("--max-exchange-lifetime must be 0 or more seconds")
     changes: dict[str, object] = {}
+    if grants is not None:
+        changes["grant_types"] = tuple(dict.fromkeys(grants))
     if scopes is not None:
-        changes["scopes"] = tuple(scopes)
+        changes["scopes"] = tuple(dict.fromkeys(scopes))
     if audiences is not None:
-        changes["audiences"] = tuple(audiences)
+        changes["audiences"] = tuple(dict.fromkeys(audiences))
     if may_introspect is not None:
         changes["may_introspect"] = may_introspect
     if may_exchange_shotgrid is not None:
         changes["may_exchange_shotgrid"] = may_exchange_shotgrid
     if max_exchange_lifetime is not None:
-        changes["max_exchange_lifetime"] = max_exchange_lifetime or None
-    record = replace(record, **changes)  # type: ignore[arg-type]
-    store.put_client(record)
-    return record
+        changes["max_exchange_lifetime"] = max_exchange_lifetime
+    updated = replace(record, **changes)  # type: ignore[arg-type]
+    check_client(updated, limits, changed=changes)
+    if max_exchange_lifetime is not None:
+        updated = replace(updated, max_exchange_lifetime=max_exchange_lifetime or None)
+    store.put_client(updated)
+    return updated
 
 
 def policy_line(record: ClientRecord) -> str:

@@ -7,9 +7,11 @@ as ../CONTRACT.md requires; tracebacks are for bugs, not for operator mistakes.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from broker.settings import Settings, SettingsError, load_settings
@@ -24,33 +26,41 @@ GRACEFUL_SHUTDOWN_SECONDS = 30
 
 
 class CommandError(Exception):
-    """An operator mistake: printed as one line, exit status 2."""
+    """An operator mistake: printed one line per problem, exit status 2."""
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(
+    args: argparse.Namespace, check: Callable[[Settings], list[str]] | None = None
+) -> Settings:
+    overrides: dict[str, Any] = {}
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir:
+        from broker.demo import DemoDataError, data_dir_settings
+
+        try:
+            overrides = data_dir_settings(Path(data_dir))
+        except DemoDataError as exc:
+            raise CommandError(str(exc)) from None
     try:
-        return load_settings(getattr(args, "config", None) or os.environ.get(CONFIG_ENV))
+        return load_settings(
+            getattr(args, "config", None) or os.environ.get(CONFIG_ENV), check=check, **overrides
+        )
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
 
 
-def _admin_broker(args: argparse.Namespace) -> Admin:
-    from broker.admin import AdminError, open_admin
-    from broker.store import StoreError
-
-    try:
-        return open_admin(_settings(args))
-    except (AdminError, StoreError) as exc:
-        raise CommandError(str(exc)) from None
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from broker.demo import run_demo
+    from broker.demo import DemoDataError, run_demo
     from broker.listen import ListenError
+    from broker.preflight import PreflightError, WrongKeyError
 
     try:
-        return run_demo(args.host, args.port, args.shotgrid_port, args.data_dir)
-    except (SettingsError, ListenError) as exc:
+        return run_demo(
+            args.host, args.port, args.shotgrid_port, args.data_dir, log_format=args.log_format
+        )
+    except WrongKeyError:
+        raise CommandError(_demo_wrong_key(args.data_dir)) from None
+    except (SettingsError, ListenError, DemoDataError, PreflightError) as exc:
         raise CommandError(str(exc)) from None
 
 
@@ -66,26 +76,37 @@ SERVER_OPTIONS: dict[str, Any] = {
 parser, timeouts, connection cap, no forwarded headers; tests run with exactly those)."""
 
 
+def _serve_problems(settings: Settings) -> list[str]:
+    from broker.preflight import store_url_problems
+
+    return settings.production_problems() + store_url_problems(settings.store_url)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = _settings(args)
-    problems = settings.production_problems()
-    if problems:
-        for problem in problems:
-            print(f"token-broker: {problem}", file=sys.stderr)
-        return 2
+    from broker.listen import ListenError, check_listen
+    from broker.preflight import PreflightError, check_store
+
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
+    settings = _settings(args, check=_serve_problems)
+    try:
+        warning = check_store(settings)
+        check_listen(args.host, args.port)
+    except (PreflightError, ListenError) as exc:
+        raise CommandError(str(exc)) from None
     if args.config:
         os.environ[CONFIG_ENV] = str(args.config)
-    from broker.logs import configure_logging
-    from broker.serving import check_store, multiprocess_metrics, server_options
+    from broker.contrast import accent_warning
+    from broker.logs import configure_logging, get_logger
+    from broker.serving import multiprocess_metrics, server_options
 
     configure_logging(settings.log_level, settings.log_format)
-    store_problem = check_store(settings)
-    if store_problem:
-        raise CommandError(store_problem)
+    log = get_logger("broker.cli")
+    for line in (warning, accent_warning(settings.accent_color)):
+        if line:
+            log.warning(line)
     with multiprocess_metrics(args.workers):
         uvicorn.run(
             "broker.app:app_from_environment",
@@ -100,25 +121,91 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_keys_list(args: argparse.Namespace) -> int:
+def _admin_command(
+    func: Callable[[argparse.Namespace, Admin], int], *, read_only: bool = False
+) -> Callable[[argparse.Namespace], int]:
+    """A `keys` or `clients` command: settings checked (store URL, key-encryption key),
+    the store opened, and every failure of the store or the keys turned into one line
+    naming the setting. `read_only` commands refuse a SQLite file that does not exist."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from broker.admin import AdminError, admin_problems, open_admin
+        from broker.client_policy import ClientPolicyError
+        from broker.preflight import (
+            STORE_URL,
+            redact_url,
+            unreachable_message,
+            wrong_key_message,
+        )
+        from broker.store import StoreError, StoreUnavailable
+        from broker.tokens.crypto import DecryptionError
+        from broker.tokens.keys import KeyError_
+
+        settings = _settings(args, check=functools.partial(admin_problems, read_only=read_only))
+        assert settings.store_url is not None
+        shown = redact_url(settings.store_url)
+        try:
+            admin = open_admin(settings)
+            try:
+                return func(args, admin)
+            finally:
+                admin.store.close()
+        except ClientPolicyError as exc:
+            raise CommandError(f"{CLIENT_OPTIONS.get(exc.field, exc.field)}: {exc}") from None
+        except (AdminError, KeyError_) as exc:
+            raise CommandError(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise CommandError(
+                unreachable_message(shown, exc) + "; check that it runs and that the URL names it"
+            ) from None
+        except DecryptionError:
+            if getattr(args, "data_dir", None):
+                raise CommandError(_demo_wrong_key(args.data_dir)) from None
+            raise CommandError(wrong_key_message(shown)) from None
+        except StoreError as exc:
+            raise CommandError(f"{STORE_URL}: {exc}") from None
+
+    return run
+
+
+def _demo_wrong_key(data_dir: str) -> str:
+    return (
+        f"--data-dir {data_dir}: its secret.key does not open the signing keys in its "
+        "broker.db (was one of them replaced?); start the demo on a new --data-dir"
+    )
+
+
+CLIENT_OPTIONS = {
+    "client_id": "CLIENT_ID",
+    "name": "--name",
+    "grant_types": "--grant",
+    "redirect_uris": "--redirect-uri",
+    "post_logout_redirect_uris": "--post-logout-redirect-uri",
+    "allowed_origins": "--origin",
+    "scopes": "--scope",
+    "audiences": "--audience",
+    "may_introspect": "--introspect",
+    "may_exchange_shotgrid": "--shotgrid-exchange",
+    "max_exchange_lifetime": "--max-exchange-lifetime",
+}
+"""The option of `clients add`/`update` that sets each field `client_policy` may name."""
+
+
+def _keys_list(args: argparse.Namespace, admin: Admin) -> int:
     from broker.admin import key_rows
 
-    broker = _admin_broker(args)
-    rows = key_rows(broker)
+    rows = key_rows(admin)
     print(f"{'KID':<45} {'ALG':<6} {'STATE':<8} CREATED")
     for kid, alg, state, created in rows:
         print(f"{kid:<45} {alg:<6} {state:<8} {created}")
     return 0
 
 
-def _cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from broker.admin import AdminError, rotate_keys
+def _keys_rotate(args: argparse.Namespace, admin: Admin) -> int:
+    from broker.admin import rotate_keys
 
-    broker = _admin_broker(args)
-    try:
-        rotated, warnings = rotate_keys(broker)
-    except AdminError as exc:
-        raise CommandError(str(exc)) from None
+    rotated, warnings = rotate_keys(admin)
     for warning in warnings:
         print(f"token-broker: warning: {warning}", file=sys.stderr)
     for current, nxt in rotated:
@@ -126,86 +213,89 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_keys_retire(args: argparse.Namespace) -> int:
-    from broker.admin import AdminError, retire_key
+def _keys_retire(args: argparse.Namespace, admin: Admin) -> int:
+    from broker.admin import retire_key
 
-    broker = _admin_broker(args)
-    try:
-        retire_key(broker, args.kid)
-    except AdminError as exc:
-        raise CommandError(str(exc)) from None
+    replacement = retire_key(admin, args.kid)
     print(f"retired {args.kid}; unpublished once the tokens it signed have expired")
+    if replacement:
+        print(f"next key {replacement} published in its place")
     return 0
 
 
-def _cmd_clients_list(args: argparse.Namespace) -> int:
-    broker = _admin_broker(args)
-    for c in broker.store.list_clients():
+def _clients_list(args: argparse.Namespace, admin: Admin) -> int:
+    clients = admin.store.list_clients()
+    for c in clients:
         kind = "public" if c.public else "confidential"
         print(f"{c.client_id}\t{kind}\t{' '.join(c.grant_types)}\t{' '.join(c.redirect_uris)}")
+    if not clients:
+        from broker.preflight import redact_url
+
+        assert admin.settings.store_url is not None
+        shown = redact_url(admin.settings.store_url)
+        print(f"token-broker: no clients registered in {shown}", file=sys.stderr)
     return 0
 
 
-def _cmd_clients_add(args: argparse.Namespace) -> int:
-    from broker.admin import AdminError, add_client
+def _clients_add(args: argparse.Namespace, admin: Admin) -> int:
+    from broker.admin import add_client, limits_of
 
-    broker = _admin_broker(args)
-    try:
-        record, secret = add_client(
-            broker.store,
-            args.client_id,
-            confidential=args.confidential,
-            grants=args.grant or [],
-            redirect_uris=args.redirect_uri or [],
-            post_logout_redirect_uris=args.post_logout_redirect_uri or [],
-            origins=args.origin or [],
-            scopes=args.scope or [],
-            audiences=args.audience or [],
-            may_introspect=args.introspect,
-            may_exchange_shotgrid=args.shotgrid_exchange,
-            max_exchange_lifetime=args.max_exchange_lifetime,
-            name=args.name or "",
-            replace_existing=args.replace,
-        )
-    except AdminError as exc:
-        raise CommandError(str(exc)) from None
+    record, secret = add_client(
+        admin.store,
+        limits_of(admin.settings),
+        args.client_id,
+        confidential=args.confidential,
+        grants=args.grant or [],
+        redirect_uris=args.redirect_uri or [],
+        post_logout_redirect_uris=args.post_logout_redirect_uri or [],
+        origins=args.origin or [],
+        scopes=args.scope or [],
+        audiences=args.audience or [],
+        may_introspect=args.introspect,
+        may_exchange_shotgrid=args.shotgrid_exchange,
+        max_exchange_lifetime=args.max_exchange_lifetime,
+        name=args.name or "",
+        replace_existing=args.replace,
+    )
     print(f"added client {record.client_id}")
     if secret:
         print(f"client secret (shown once, store it now): {secret}")
     return 0
 
 
-def _cmd_clients_update(args: argparse.Namespace) -> int:
-    from broker.admin import AdminError, policy_line, update_client
+def _clients_update(args: argparse.Namespace, admin: Admin) -> int:
+    from broker.admin import limits_of, policy_line, update_client
 
-    broker = _admin_broker(args)
-    try:
-        record = update_client(
-            broker.store,
-            args.client_id,
-            grants=args.grant,
-            scopes=args.scope,
-            audiences=[] if args.no_audiences else args.audience,
-            may_introspect=args.introspect,
-            may_exchange_shotgrid=args.shotgrid_exchange,
-            max_exchange_lifetime=args.max_exchange_lifetime,
-        )
-    except AdminError as exc:
-        raise CommandError(str(exc)) from None
+    record = update_client(
+        admin.store,
+        limits_of(admin.settings),
+        args.client_id,
+        grants=args.grant,
+        scopes=args.scope,
+        audiences=[] if args.no_audiences else args.audience,
+        may_introspect=args.introspect,
+        may_exchange_shotgrid=args.shotgrid_exchange,
+        max_exchange_lifetime=args.max_exchange_lifetime,
+    )
     print(f"updated {policy_line(record)}")
     return 0
 
 
-def _cmd_clients_remove(args: argparse.Namespace) -> int:
-    from broker.admin import AdminError, remove_client
+def _clients_remove(args: argparse.Namespace, admin: Admin) -> int:
+    from broker.admin import remove_client
 
-    broker = _admin_broker(args)
-    try:
-        remove_client(broker.store, args.client_id)
-    except AdminError as exc:
-        raise CommandError(str(exc)) from None
+    remove_client(admin.store, args.client_id)
     print(f"removed client {args.client_id}")
     return 0
+
+
+_cmd_keys_list = _admin_command(_keys_list, read_only=True)
+_cmd_keys_rotate = _admin_command(_keys_rotate)
+_cmd_keys_retire = _admin_command(_keys_retire)
+_cmd_clients_list = _admin_command(_clients_list, read_only=True)
+_cmd_clients_add = _admin_command(_clients_add)
+_cmd_clients_update = _admin_command(_clients_update)
+_cmd_clients_remove = _admin_command(_clients_remove)
 
 
 def _cmd_shotgrid_emulator(args: argparse.Namespace) -> int:
@@ -245,6 +335,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
+def _port(text: str, *, lowest: int = 1) -> int:
+    """A TCP port argument; uvicorn would log 99999 and listen on a port of the kernel's
+    choosing, and the issuer would name the wrong one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port ({lowest}-65535)")
+    return port
+
+
+def _store_options(group: bool) -> _Parser:
+    """`--config` and `--data-dir` of `keys` and `clients`, accepted before or after the
+    action (`clients --data-dir D list`, `clients list --data-dir D`)."""
+    options = _Parser(add_help=False)
+    default = None if group else argparse.SUPPRESS
+    options.add_argument("--config", metavar="FILE", default=default, help="TOML settings file")
+    options.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=default,
+        help="the store and key-encryption key of a demo's data dir (e.g. .broker-demo), "
+        "instead of BROKER_STORE_URL and BROKER_SECRET_KEY",
+    )
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="token-broker",
@@ -259,9 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the data dir, the ShotGrid emulator on --shotgrid-port, demo users and clients.",
     )
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--shotgrid-port", type=int, default=8100)
+    demo.add_argument("--port", type=_port, default=8000)
+    demo.add_argument("--shotgrid-port", type=_port, default=8100)
     demo.add_argument("--data-dir", default=".broker-demo")
+    demo.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        help="log lines for people (console) or machines (json); default: BROKER_LOG_FORMAT "
+        "when set, else console",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     serve = sub.add_parser(
@@ -274,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The image's health check reads the same variable, so the two cannot disagree.
     serve.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=os.environ.get(PORT_ENV, "8000"),
         help=f"default: ${PORT_ENV}, else 8000",
     )
@@ -289,32 +413,61 @@ def build_parser() -> argparse.ArgumentParser:
         "demo directory, or the users of a TOML file.",
     )
     emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8100)
+    emu.add_argument(
+        "--port",
+        type=functools.partial(_port, lowest=0),
+        default=8100,
+        help="0: any free port (the printed URL names it)",
+    )
     emu.add_argument("--users", metavar="FILE", help="TOML directory of users and projects")
     emu.set_defaults(func=_cmd_shotgrid_emulator)
 
-    keys = sub.add_parser("keys", help="manage signing keys", description="Signing keys.")
-    keys.add_argument("--config", metavar="FILE", help="TOML settings file")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    keys_sub.add_parser("list", help="list keys (kid, alg, state, created)").set_defaults(
-        func=_cmd_keys_list
+    group_options, action_options = [_store_options(True)], [_store_options(False)]
+    store_help = (
+        "The store and key-encryption key come from BROKER_STORE_URL and BROKER_SECRET_KEY "
+        "(or --config FILE), or from a demo's data dir with --data-dir DIR."
     )
+    keys = sub.add_parser(
+        "keys",
+        help="manage signing keys",
+        description=f"Signing keys. {store_help}",
+        parents=group_options,
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     keys_sub.add_parser(
-        "rotate", help="promote the next key to signing and publish a new next key"
+        "list", help="list keys (kid, alg, state, created)", parents=action_options
+    ).set_defaults(func=_cmd_keys_list)
+    keys_sub.add_parser(
+        "rotate",
+        help="promote the next key to signing and publish a new next key",
+        parents=action_options,
     ).set_defaults(func=_cmd_keys_rotate)
-    retire = keys_sub.add_parser("retire", help="retire a key by kid")
+    retire = keys_sub.add_parser(
+        "retire",
+        help="retire a key that does not sign (retiring the next key publishes a new one)",
+        parents=action_options,
+    )
     retire.add_argument("kid")
     retire.set_defaults(func=_cmd_keys_retire)
 
     clients = sub.add_parser(
-        "clients", help="manage the OAuth client registry", description="OAuth clients."
+        "clients",
+        help="manage the OAuth client registry",
+        description=f"OAuth clients. {store_help}",
+        parents=group_options,
     )
-    clients.add_argument("--config", metavar="FILE", help="TOML settings file")
     clients_sub = clients.add_subparsers(dest="clients_command", required=True, metavar="ACTION")
-    clients_sub.add_parser("list", help="list registered clients").set_defaults(
-        func=_cmd_clients_list
+    clients_sub.add_parser(
+        "list", help="list registered clients", parents=action_options
+    ).set_defaults(func=_cmd_clients_list)
+    add = clients_sub.add_parser(
+        "add",
+        help="register a client",
+        description="Register a client: at least one --grant; authorization_code also needs "
+        "a --redirect-uri (https, http on 127.0.0.1/[::1]/localhost, or a native app's "
+        "com.example.app:/path). A confidential client's secret is generated and printed once.",
+        parents=action_options,
     )
-    add = clients_sub.add_parser("add", help="register a client")
     add.add_argument("client_id")
     kind = add.add_mutually_exclusive_group()
     kind.add_argument(
@@ -332,43 +485,71 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--name", help="display name")
     add.add_argument(
-        "--grant", action="append", metavar="GRANT_TYPE", help="allowed grant type (repeat)"
+        "--grant",
+        action="append",
+        required=True,
+        metavar="GRANT_TYPE",
+        help="allowed grant type (required; repeat): password, refresh_token, "
+        "authorization_code, client_credentials, urn:ietf:params:oauth:grant-type:token-exchange",
     )
     add.add_argument(
         "--redirect-uri",
         action="append",
         metavar="URI",
-        help="registered redirect URI (repeat); loopback URIs match any port",
+        help="registered redirect URI (repeat): https://..., http://127.0.0.1/... (loopback "
+        "URIs match any port) or com.example.app:/path; no #fragment",
     )
-    add.add_argument("--post-logout-redirect-uri", action="append", metavar="URI")
+    add.add_argument(
+        "--post-logout-redirect-uri",
+        action="append",
+        metavar="URI",
+        help="where RP-initiated logout may send the browser (repeat; same rules)",
+    )
     add.add_argument(
         "--origin",
         action="append",
         metavar="ORIGIN",
-        help="extra CORS origin beyond those of the redirect URIs",
+        help="extra CORS origin beyond those of the redirect URIs: https://host[:port], no path",
     )
-    add.add_argument("--scope", action="append", metavar="SCOPE", help="allowed scope (repeat)")
+    add.add_argument(
+        "--scope",
+        action="append",
+        metavar="SCOPE",
+        help="allowed scope (repeat; default: openid profile email offline_access)",
+    )
     add.add_argument(
         "--audience",
         action="append",
         metavar="AUD",
-        help="audience the client may request by token exchange (repeat)",
+        help="audience the client may request by token exchange (repeat; one of BROKER_AUDIENCES)",
     )
-    add.add_argument("--introspect", action="store_true", help="may call /introspect")
     add.add_argument(
-        "--shotgrid-exchange", action="store_true", help="may exchange tokens for ShotGrid tokens"
+        "--introspect", action="store_true", help="may call /introspect (confidential only)"
     )
-    add.add_argument("--max-exchange-lifetime", type=int, metavar="SECONDS")
+    add.add_argument(
+        "--shotgrid-exchange",
+        action="store_true",
+        help="may exchange tokens for ShotGrid tokens (confidential, with the exchange grant)",
+    )
+    add.add_argument(
+        "--max-exchange-lifetime",
+        type=int,
+        metavar="SECONDS",
+        help="how long an exchanged token may outlive its subject (0 or more; default: not at all)",
+    )
     add.add_argument("--replace", action="store_true", help="overwrite an existing client")
     add.set_defaults(func=_cmd_clients_add)
     update = clients_sub.add_parser(
         "update",
         help="change a client's grants, scopes or token-exchange policy (secret kept)",
         description="Options not given keep their value; list options replace the list.",
+        parents=action_options,
     )
     update.add_argument("client_id")
-    update.add_argument("--grant", action="append", metavar="GRANT_TYPE")
-    update.add_argument("--scope", action="append", metavar="SCOPE")
+    update.add_argument(
+        "--grant", action="append", metavar="GRANT_TYPE", help="allowed grant type (repeat)"
+    )
+    update.add_argument("--scope", action="append", metavar="SCOPE", help="allowed scope (repeat)")
     audiences = update.add_mutually_exclusive_group()
     audiences.add_argument(
         "--audience",
@@ -392,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long an exchanged token may outlive its subject (0: not at all)",
     )
     update.set_defaults(func=_cmd_clients_update)
-    remove = clients_sub.add_parser("remove", help="remove a client")
+    remove = clients_sub.add_parser("remove", help="remove a client", parents=action_options)
     remove.add_argument("client_id")
     remove.set_defaults(func=_cmd_clients_remove)
     return parser
@@ -405,7 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except CommandError as exc:
-        print(f"token-broker: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"token-broker: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

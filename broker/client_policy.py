@@ -22,18 +22,13 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+from broker.grants import registry
 from broker.redirects import LOOPBACK_HOSTS, host_of
 from broker.store import ClientRecord
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-KNOWN_GRANTS = (
-    "password",
-    "refresh_token",
-    "authorization_code",
-    "client_credentials",
-    TOKEN_EXCHANGE,
-)
-CONFIDENTIAL_GRANTS = frozenset({"client_credentials", TOKEN_EXCHANGE})
+KNOWN_GRANTS = registry.GRANT_TYPES
+CONFIDENTIAL_GRANTS = registry.CONFIDENTIAL_ONLY
 """Grants that authenticate the client itself, so a client without a secret cannot hold them."""
 
 KNOWN_SCOPES = ("openid", "profile", "email", "offline_access", "admin")

@@ -4,6 +4,7 @@ true the moment it appears."""
 
 from __future__ import annotations
 
+import errno
 import socket
 
 
@@ -19,5 +20,15 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.bind(address)
         sock.listen(2048)
     except OSError as exc:
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            + ("; pick another --port" if exc.errno == errno.EADDRINUSE else "")
+        ) from None
     return sock
+
+
+def check_listen(host: str, port: int) -> None:
+    """Raise ListenError unless `host:port` can be listened on now. For servers that bind
+    their own socket (uvicorn's workers): checked before they start, so a busy port is one
+    line rather than an error logged after "Application startup complete"."""
+    listen_socket(host, port).close()

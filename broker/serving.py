@@ -7,8 +7,8 @@ forwarded-header handling switched off, because the broker decides the client ad
 itself from `BROKER_TRUSTED_PROXIES` (broker/http/proxies.py). uvicorn otherwise trusts
 `X-Forwarded-For` from 127.0.0.1, or from whatever `FORWARDED_ALLOW_IPS` says.
 
-Also the process-level preparation of `serve`: metrics shared by several workers and the
-store's start-up check.
+Also the process-level preparation of `serve`: metrics shared by several workers (the
+store's start-up check is `broker.preflight.check_store`).
 """
 
 from __future__ import annotations
@@ -71,25 +71,3 @@ def multiprocess_metrics(workers: int) -> Iterator[str | None]:
     finally:
         os.environ.pop(MULTIPROC_ENV, None)
         shutil.rmtree(path, ignore_errors=True)
-
-
-def check_store(settings: Settings) -> str | None:
-    """Open the store once before the workers start: a store the broker cannot use at all
-    (a bad URL, a server refusing the indexes the broker needs) is one line for the
-    operator, where the workers' start-up would log a traceback each. An unreachable store
-    is not an error here: the broker starts and answers 503 until it is back."""
-    from broker.store import StoreError, StoreUnavailable, open_store
-
-    try:
-        store = open_store(settings.store_url or "")
-    except StoreError as exc:
-        return str(exc)
-    try:
-        store.ping()
-    except StoreUnavailable:
-        log.warning("store unreachable at start-up; serving 503 until it answers")
-    except StoreError as exc:
-        return str(exc)
-    finally:
-        store.close()
-    return None

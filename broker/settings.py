@@ -2,8 +2,10 @@
 
 Every field is documented by the docstring under it; that text is the README's settings
 table (`python -m broker.settings` prints it, and a test keeps the README in step). A
-missing or invalid value becomes one `SettingsError` line naming the setting; secrets are
-`SecretStr`, so neither `repr` nor an error message ever shows them.
+missing or invalid value becomes a `SettingsError` with one line per problem, each naming
+its setting, all found in one pass (a command's own requirements included, so fixing one
+line never uncovers another that was already wrong); secrets are `SecretStr`, so neither
+`repr` nor an error message ever shows them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextvars
 import ipaddress
 import json
 import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,7 +37,12 @@ _FILE_VALUES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Contex
 
 
 class SettingsError(Exception):
-    """One line naming the setting at fault (the CLI prints it and exits non-zero)."""
+    """What is wrong with the settings: `problems`, one line each naming its setting (the
+    CLI prints each line and exits 2). `str()` joins them with newlines."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class _TomlValues(PydanticBaseSettingsSource):
@@ -108,7 +116,7 @@ class Settings(BaseSettings):
 
     # --- store and secrets ------------------------------------------------------------------------
     store_url: str | None = None
-    """Where state lives: `sqlite:///path/to/broker.db` or `mongodb://host/dbname?replicaSet=rs0`. Required by `serve`."""
+    """Where state lives: `sqlite:///relative/path/broker.db` (three slashes: relative to the working directory), `sqlite:////var/lib/broker/broker.db` (four: absolute), or `mongodb://host/dbname?replicaSet=rs0`. A SQLite file is created on first use, its directory never. Required by `serve`."""
 
     secret_key: SecretStr | None = None
     """Key-encryption key: 32 random bytes, base64url-encoded (`python -c "import secrets,base64;print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"`). Encrypts signing keys and upstream tokens at rest. Required by `serve`."""
@@ -152,7 +160,7 @@ class Settings(BaseSettings):
     """Logo shown above the login form (an https or same-origin URL); none by default."""
 
     accent_color: str = Field("#2563eb", pattern=r"^#[0-9a-fA-F]{6}$")
-    """Accent colour of the login page (buttons, focus rings), as `#rrggbb`."""
+    """Accent colour of the login page (buttons, links, focus rings), as `#rrggbb`. Text stays readable (WCAG AA, 4.5:1): on a light colour the button text turns dark and links use a darker shade, with a warning at start-up."""
 
     pat_help_url: str | None = None
     """Link the login page gives for binding a Personal Access Token (needed on Autodesk Identity cloud sites), e.g. your studio's wiki page; without it the page names the ShotGrid menu to use."""
@@ -184,7 +192,7 @@ class Settings(BaseSettings):
     """Minimum level of log lines."""
 
     log_format: Literal["json", "console"] = "json"
-    """`json`: one JSON object per line (production); `console`: human-readable."""
+    """`json`: one JSON object per line (production); `console`: human-readable (the default of `demo`, whose `--log-format` wins over this)."""
 
     # --- proxies and connections (SECURITY.md says what each one protects against) ------------
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -314,21 +322,55 @@ def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
-def _one_line(exc: ValidationError) -> str:
-    parts = []
+def _problem_lines(exc: ValidationError) -> tuple[list[str], set[str]]:
+    """One line per invalid value, and the names (fields or unknown keys) at fault."""
+    lines: list[str] = []
+    names: set[str] = set()
     for err in exc.errors():
-        loc = err["loc"][0] if err["loc"] else "settings"
-        name = env_name(str(loc)) if str(loc) in Settings.model_fields else str(loc)
+        loc = str(err["loc"][0]) if err["loc"] else "settings"
+        names.add(loc)
+        name = env_name(loc) if loc in Settings.model_fields else loc
         if err["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown setting")
+            line = f"{loc}: unknown setting"
         else:
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{name}: {msg}")
-    return "; ".join(parts)
+            line = f"{name}: {err['msg'].removeprefix('Value error, ')}"
+        if line not in lines:
+            lines.append(line)
+    return lines, names
 
 
-def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Environment over TOML file over defaults; `overrides` (used by `demo`) win over all."""
+Check = Callable[[Settings], list[str]]
+"""A command's own requirements on valid settings (e.g. `Settings.production_problems`),
+one line per problem."""
+
+
+def _without(names: set[str], overrides: dict[str, Any]) -> Settings | None:
+    """The settings with every invalid value replaced by its default (unknown keys
+    dropped), so a command's requirements can be checked in the same pass; None if even
+    that does not validate."""
+    defaults = {
+        n: Settings.model_fields[n].get_default(call_default_factory=True)
+        for n in names
+        if n in Settings.model_fields
+    }
+    file_values = {k: v for k, v in (_FILE_VALUES.get() or {}).items() if k not in names}
+    token = _FILE_VALUES.set(file_values)
+    try:
+        return Settings(**{**overrides, **defaults})
+    except ValidationError:
+        return None
+    finally:
+        _FILE_VALUES.reset(token)
+
+
+def load_settings(
+    config_file: str | Path | None = None, *, check: Check | None = None, **overrides: Any
+) -> Settings:
+    """Environment over TOML file over defaults; `overrides` (used by `demo`) win over all.
+
+    `check` adds a command's requirements (`serve`: `Settings.production_problems`): its
+    lines come in the same `SettingsError` as the invalid values, checked on the settings
+    with those values at their defaults, minus lines about a setting already named."""
     file_values: dict[str, Any] = {}
     if config_file is not None:
         path = Path(config_file)
@@ -342,11 +384,21 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         file_values = {str(k).lower(): v for k, v in file_values.items()}
     token = _FILE_VALUES.set(file_values)
     try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        raise SettingsError(_one_line(exc)) from None
+        try:
+            settings = Settings(**overrides)
+        except ValidationError as exc:
+            lines, names = _problem_lines(exc)
+            fallback = _without(names, overrides) if check is not None else None
+            if check is not None and fallback is not None:
+                named = tuple(env_name(n) for n in names)
+                lines += [p for p in check(fallback) if not any(n in p for n in named)]
+            raise SettingsError(lines) from None
     finally:
         _FILE_VALUES.reset(token)
+    problems = check(settings) if check is not None else []
+    if problems:
+        raise SettingsError(problems)
+    return settings
 
 
 def _default_text(info: FieldInfo) -> str:

@@ -104,3 +104,133 @@ def test_bad_updates_are_one_line_and_nonzero(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert fragment in lines[0]
+
+
+# --- every field through the command line: add and update, in-process ----------------------
+@pytest.fixture
+def in_process(environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for key in [k for k in os.environ if k.startswith("BROKER_")]:
+        monkeypatch.delenv(key)
+    for key, value in environ.items():
+        if key.startswith("BROKER_"):
+            monkeypatch.setenv(key, value)
+    return environ
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    from broker.cli import main
+
+    try:
+        status = main(["clients", *args])
+    except SystemExit as exc:  # argparse
+        status = int(exc.code or 0)
+    return status, capsys.readouterr().err
+
+
+ADD_REFUSED = [
+    (["--grant", "magic"], "--grant: unknown grant type 'magic'"),
+    (["--grant", "authorization_code"], "--redirect-uri: authorization_code needs"),
+    (["--grant", "authorization_code", "--redirect-uri", "not-a-url"], "not an absolute URI"),
+    (["--grant", "authorization_code", "--redirect-uri", "http://evil.example.com/cb"], "http"),
+    (["--grant", "authorization_code", "--redirect-uri", "https://a.example/cb#f"], "fragment"),
+    (
+        ["--grant", "password", "--post-logout-redirect-uri", "http://evil.example.com/"],
+        "--post-logout-redirect-uri:",
+    ),
+    (["--grant", "password", "--origin", "https://a.example/path"], "--origin:"),
+    (["--grant", "password", "--scope", "bad scope"], "--scope: scope 'bad scope'"),
+    (["--grant", "password", "--scope", "superpowers"], "--scope: unknown scope"),
+    (["--grant", "password", "--introspect"], "--introspect: only confidential"),
+    (["--grant", "password", "--shotgrid-exchange"], "--shotgrid-exchange:"),
+    (["--grant", "client_credentials"], "--grant: client_credentials needs a confidential"),
+    (["--confidential", "--grant", EXCHANGE, "--audience", "billing"], "--audience:"),
+    (
+        ["--confidential", "--grant", "client_credentials", "--max-exchange-lifetime", "-3"],
+        "--max-exchange-lifetime: must be 0 or more",
+    ),
+    (["--grant", "password", "--name", "x" * 300], "--name:"),
+    ([], "required: --grant"),
+]
+
+
+@pytest.mark.parametrize(("args", "fragment"), ADD_REFUSED)
+def test_add_refuses_each_bad_field_in_one_line(
+    in_process: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    fragment: str,
+) -> None:
+    status, err = run_main(capsys, "add", "app", *args)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], err
+    store = open_store(in_process["BROKER_STORE_URL"])
+    try:
+        assert store.get_client("app") is None  # nothing half-written
+    finally:
+        store.close()
+
+
+def test_add_accepts_what_the_rules_allow(
+    in_process: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, err = run_main(
+        capsys,
+        "add",
+        "native",
+        "--grant",
+        "authorization_code",
+        "--grant",
+        "refresh_token",
+        "--redirect-uri",
+        "com.example.app:/callback",
+        "--redirect-uri",
+        "http://127.0.0.1/callback",
+        "--redirect-uri",
+        "https://app.example.com/cb",
+        "--origin",
+        "https://app.example.com",
+        "--scope",
+        "openid",
+    )
+    assert status == 0, err
+
+
+UPDATE_REFUSED = [
+    (["--grant", "magic"], "--grant: unknown grant type"),
+    (["--scope", "bad scope"], "--scope:"),
+    (["--audience", "billing"], "--audience: audience 'billing' is not in BROKER_AUDIENCES"),
+    (["--max-exchange-lifetime", "-3"], "--max-exchange-lifetime:"),
+    (["--grant", "client_credentials"], "--shotgrid-exchange: ShotGrid tokens come by token"),
+]
+
+
+@pytest.mark.parametrize(("args", "fragment"), UPDATE_REFUSED)
+def test_update_refuses_each_bad_field_in_one_line(
+    in_process: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    fragment: str,
+) -> None:
+    add = ["add", "svc", "--confidential", "--grant", EXCHANGE, "--shotgrid-exchange"]
+    assert run_main(capsys, *add)[0] == 0
+    store = open_store(in_process["BROKER_STORE_URL"])
+    try:
+        before = store.get_client("svc")
+        status, err = run_main(capsys, "update", "svc", *args)
+        assert status == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0], err
+        assert store.get_client("svc") == before  # unchanged
+    finally:
+        store.close()
+
+
+def test_list_says_when_the_store_has_no_clients(
+    in_process: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_main(capsys, "add", "cli", "--grant", "password")[0] == 0
+    assert run_main(capsys, "remove", "cli")[0] == 0
+    status, err = run_main(capsys, "list")
+    assert status == 0
+    assert "no clients registered in sqlite:///" in err

@@ -3,14 +3,14 @@ layer or below, and there is no import cycle. Every import counts, also those in
 functions and under TYPE_CHECKING: a lazy import that runs back up the layers is still a
 dependency on what is above.
 
-    entry     app, cli, demo, admin, serving, __main__
+    entry     app, cli, demo, admin, serving, preflight, __main__
     http      broker/http/ (the only Starlette importer in broker/)
-    protocol  server, grants/, endpoints/ (Authlib)
+    protocol  server, grants/, endpoints/ (Authlib), client_policy (reads the grant registry)
     domain    components, sessions, throttle, upstream/custody
     tokens    tokens/
     upstream  upstream/ (capability protocols, the ShotGrid client)
     store     store/, clock
-    base      settings, errors, logs, metrics, events, redirects, listen, affinity
+    base      settings, errors, logs, metrics, events, redirects, listen, affinity, contrast
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "broker.redirects",
             "broker.listen",
             "broker.affinity",
+            "broker.contrast",
         ),
     ),
     ("store", ("broker.store", "broker.clock")),
@@ -45,7 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "domain",
         ("broker.components", "broker.sessions", "broker.throttle", "broker.upstream.custody"),
     ),
-    ("protocol", ("broker.server", "broker.grants", "broker.endpoints")),
+    ("protocol", ("broker.server", "broker.grants", "broker.endpoints", "broker.client_policy")),
     ("http", ("broker.http",)),
     (
         "entry",
@@ -55,6 +56,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "broker.demo",
             "broker.admin",
             "broker.serving",
+            "broker.preflight",
             "broker.__main__",
         ),
     ),
