@@ -1,22 +1,35 @@
 # Every target builds .venv on demand: `python3 -m venv`, then an editable install of the
-# project (and of clients/python) with test extras, every dependency at the version pinned
-# in constraints.txt (the image installs the same pins). The stamp file is rebuilt whenever
-# a pyproject.toml or the pins change, so a stale venv is refreshed rather than trusted.
+# project, every dependency at the version pinned in constraints.txt (the image installs
+# the same pins). `make run` installs the runtime dependencies only (RUNTIME stamp); the
+# other targets add clients/python and the test extras (STAMP, which implies RUNTIME). A
+# stamp is rebuilt whenever a pyproject.toml or the pins change, so a stale venv is
+# refreshed rather than trusted.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
+
+# `make run PORT=8001 SHOTGRID_PORT=8101`; DEMO_ARGS for the rest (`--log-format json`).
+PORT ?= 8000
+SHOTGRID_PORT ?= 8100
+DEMO_ARGS ?=
 
 CONSTRAINTS := constraints.txt
 FRESH := .venv-constraints
 
 .PHONY: run test test-client-min lint fmt bench clean constraints
 
+$(RUNTIME): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e .
+	touch $(RUNTIME)
+
 $(STAMP): pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[test]' -e './clients/python[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME)
 
 # Move the pins to the newest versions the pyproject.toml files allow: a fresh venv without
 # constraints, then pip freeze. Run `make test` on the result before committing it.
@@ -30,8 +43,8 @@ constraints:
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	rm -rf $(FRESH)
 
-run: $(STAMP)
-	$(BIN)/token-broker demo
+run: $(RUNTIME)
+	$(BIN)/token-broker demo --port $(PORT) --shotgrid-port $(SHOTGRID_PORT) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
