@@ -207,7 +207,9 @@ def start_demo(
     data_dir: Path, alg: str, cpus: set[int] | None, log_level: str
 ) -> tuple[subprocess.Popen[bytes], int]:
     port, sg_port = free_port(), free_port()
+    # JSON lines as production writes them (the demo's own default is for people).
     env = dict(os.environ, BROKER_SIGNING_ALG=alg, BROKER_LOG_LEVEL=log_level)
+    env["BROKER_LOG_FORMAT"] = "json"
     cmd = [sys.executable, "-m", "broker", "demo", "--port", str(port)]
     cmd += ["--shotgrid-port", str(sg_port), "--data-dir", str(data_dir / "demo")]
     return start_server(cmd, port, env, cpus, data_dir / "server.log"), port
