@@ -172,14 +172,13 @@ def banner(tour: Tour) -> str:
     data = shlex.quote(tour.data_dir)
     return "\n".join(
         [
-            "shotgrid-token-broker demo",
-            f"  issuer             {iss}",
+            f"shotgrid-token-broker demo: issuer {iss}",
             f"  discovery          {iss}/.well-known/openid-configuration",
             f"  ShotGrid emulator  {tour.shotgrid_url}",
             f"  data dir           {tour.data_dir} (SQLite store, sealed signing keys, "
             f"{SECRET_FILE})",
-            "  users              alice/alice-pw, bob/bob-pw "
-            "(carol, dave and erin are refused by design)",
+            "  users              alice/alice-pw, bob/bob-pw, frank/frank-pw (group Admin); "
+            "carol, dave and erin show the refusals (disabled, two-factor, SSO only)",
             "",
             "A five-minute tour: paste each command into a shell (sh, bash or zsh), in order,",
             "from this directory.",

@@ -4,7 +4,6 @@ true the moment it appears."""
 
 from __future__ import annotations
 
-import errno
 import socket
 
 
@@ -20,10 +19,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.bind(address)
         sock.listen(2048)
     except OSError as exc:
-        raise ListenError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            + ("; pick another --port" if exc.errno == errno.EADDRINUSE else "")
-        ) from None
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
 
 
