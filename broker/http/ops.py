@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 from datetime import timedelta
 from importlib import resources
-from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from broker.components import Components
+from broker.http.threads import run_sync
 
 
 @functools.cache
@@ -24,7 +25,7 @@ def openapi_document() -> bytes:
     return resources.files("broker").joinpath("openapi.yaml").read_bytes()
 
 
-def observe_keys(broker: Any) -> None:
+def observe_keys(parts: Components) -> None:
     """The signing-key gauges, from the key set this process has loaded (re-read from the
     store only when it is due anyway, as for any signature). Skipped while the store is
     down or before the first keys exist: a scrape never fails for them."""
@@ -32,11 +33,11 @@ def observe_keys(broker: Any) -> None:
     from broker.store import StoreError
     from broker.tokens.keys import KeyError_
 
-    interval = timedelta(seconds=broker.settings.key_rotation_interval)
-    now = broker.now()
-    for alg in broker.keys.algs:
+    interval = timedelta(seconds=parts.settings.key_rotation_interval)
+    now = parts.now()
+    for alg in parts.keys.algs:
         try:
-            record = broker.keys.current(alg).record
+            record = parts.keys.current(alg).record
         except (StoreError, KeyError_):  # store down, or no key yet: no gauge this time
             continue
         metrics.observe_signing_key(alg, record.activated_at or record.created_at, now, interval)
@@ -45,9 +46,9 @@ def observe_keys(broker: Any) -> None:
 async def metrics(request: Request) -> Response:
     from broker.metrics import exposition
 
-    broker = getattr(request.app.state, "broker", None)
-    if broker is not None:
-        await run_in_threadpool(observe_keys, broker)
+    parts: Components | None = getattr(request.app.state, "components", None)
+    if parts is not None:  # None before the lifespan ran
+        await run_sync(request, observe_keys, parts)
     body, content_type = exposition()
     return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
