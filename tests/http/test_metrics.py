@@ -155,7 +155,7 @@ def test_login_form_counts_refusals_as_refusals(
     before = scrape(broker.url)
     with broker.client() as http:
         page = http.get("/authorize", params=Flow().params())
-        for attempt in range(broker.settings.login_max_failures_per_user + 1):
+        for attempt in range(broker.settings.login_max_failures_per_user_ip + 1):
             again = submit_login(http, page, "bob", f"wrong-{attempt}")
             page = again
         assert again.status_code == 429
@@ -169,7 +169,7 @@ def test_login_form_counts_refusals_as_refusals(
         return value(after, name, **labels) - value(before, name, **labels)
 
     form = {"endpoint": "/authorize", "method": "POST", "grant_type": "none"}
-    failures = broker.settings.login_max_failures_per_user
+    failures = broker.settings.login_max_failures_per_user_ip
     assert delta("broker_requests_total", outcome="invalid_grant", status="200", **form) == failures
     assert delta("broker_requests_total", outcome="invalid_request", status="429", **form) == 1
     assert delta("broker_requests_total", outcome="success", status="302", **form) == 1
