@@ -13,7 +13,7 @@ from broker.app import create_app
 from broker.demo import demo_clients
 from tests.support.broker import broker_settings
 from tests.support.clock import MovableClock
-from tests.support.servers import free_port, serve
+from tests.support.servers import reserve_port, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,7 +24,7 @@ UNREACHABLE = (
 
 
 def test_unreachable_mongodb_gives_503_quickly(tmp_path: Path) -> None:
-    port = free_port()
+    port = reserve_port()
     settings = broker_settings(tmp_path, "http://127.0.0.1:9", port, store_url=UNREACHABLE)
     app = create_app(
         settings, clock=MovableClock(), seed_clients=demo_clients(), housekeeping=False

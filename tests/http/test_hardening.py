@@ -19,7 +19,7 @@ from broker.http.protocol import HEAD_LIMIT_BYTES
 from broker.serving import server_options
 from tests.support.broker import RunningBroker, broker_settings, broker_with_emulator
 from tests.support.clock import MovableClock
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import ServerThread, reserve_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -147,7 +147,7 @@ def status_of(answer: bytes) -> bytes:
 def serve_options_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A broker served with exactly `serve`'s uvicorn options."""
     tmp: Path = tmp_path_factory.mktemp("serve-options")
-    port = free_port()
+    port = reserve_port()
     settings = broker_settings(tmp, "http://127.0.0.1:9", port)
     app = create_app(
         settings, clock=MovableClock(), seed_clients=demo_clients(), housekeeping=False

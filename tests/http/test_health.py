@@ -16,7 +16,7 @@ from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import broker_settings
 from tests.support.clock import MovableClock
 from tests.support.flaky_store import FlakyStore
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import ServerThread, reserve_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +38,7 @@ def clock() -> MovableClock:
 def env(tmp_path: Path, clock: MovableClock) -> Iterator[Env]:
     emu = ShotGridEmulator.default(clock=clock)
     site = ServerThread(emu.app).start()
-    port = free_port()
+    port = reserve_port()
     settings = broker_settings(tmp_path, site.url, port, readyz_upstream_cache=5.0)
     store = FlakyStore(settings.store_url or "")
     app = create_app(

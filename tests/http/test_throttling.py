@@ -21,7 +21,7 @@ from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import RunningBroker, broker_settings, broker_with_emulator, run_broker
 from tests.support.clock import MovableClock
 from tests.support.oidc import Flow, hidden_fields, submit_login
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import ServerThread, reserve_port
 
 LIMIT = 3
 WINDOW = 600
@@ -44,7 +44,7 @@ def pair(
         "login_max_failures_per_ip": 50,
         "login_failure_window": WINDOW,
     }
-    port_a, port_b = free_port(), free_port()
+    port_a, port_b = reserve_port(), reserve_port()
     settings_a = broker_settings(tmp_path, site.url, port_a, **overrides)
     settings_b = broker_settings(
         tmp_path,

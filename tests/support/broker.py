@@ -19,7 +19,7 @@ from broker.serving import server_options
 from broker.settings import Settings, load_settings
 from shotgrid_emulator import IDLE_KEEPALIVE_SECONDS, ShotGridEmulator
 from tests.support.clock import MovableClock
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import ServerThread, reserve_port
 
 
 def new_kek() -> str:
@@ -99,7 +99,7 @@ def broker_with_emulator(
 ) -> Iterator[tuple[RunningBroker, ShotGridEmulator, ServerThread]]:
     emu = emulator or ShotGridEmulator.default(clock=clock)
     site = ServerThread(emu.app, timeout_keep_alive=IDLE_KEEPALIVE_SECONDS).start()
-    port = free_port()
+    port = reserve_port()
     settings = broker_settings(tmp_path, site.url, port, **overrides)
     try:
         with run_broker(settings, clock, port) as running:
