@@ -24,6 +24,7 @@ from broker.store import (
     SessionRecord,
     SessionStore,
 )
+from broker.store.records import USER_AGENT_MAX
 from broker.tokens.rotation import RotationResult, RotationStatus, chain_problem, judge_reuse
 from broker.tokens.secrets import new_token_id
 from broker.upstream import Identity
@@ -53,7 +54,17 @@ class Sessions:
         return now_ms(self.clock)
 
     # --- sessions ------------------------------------------------------------------------
-    def new_session(self, identity: Identity, *, cookie_hash: str | None = None) -> SessionRecord:
+    def new_session(
+        self,
+        identity: Identity,
+        *,
+        cookie_hash: str | None = None,
+        auth_method: str = "password",
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> SessionRecord:
+        """Start a session; how it was signed into, from where and with what are kept for
+        the admin API (the user agent cut to `USER_AGENT_MAX` characters)."""
         now = self.now()
         session = SessionRecord(
             sid=new_token_id(),
@@ -65,6 +76,9 @@ class Sessions:
             expires_at=now + self.lifetimes.absolute,
             last_checked_at=now,
             cookie_hash=cookie_hash,
+            auth_method=auth_method,
+            client_ip=client_ip,
+            user_agent=user_agent[:USER_AGENT_MAX] if user_agent else None,
         )
         self.store.create_session(session)
         return session

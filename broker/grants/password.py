@@ -125,7 +125,11 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):  # type: igno
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         parts: Components = self.server.components
         client = self.request.client
-        session = parts.sessions.new_session(self.login.identity)
+        session = parts.sessions.new_session(
+            self.login.identity,
+            client_ip=self.request.client_ip,
+            user_agent=self.request.headers.get("user-agent"),
+        )
         parts.custody.keep(session, self.login.tokens)
         family = refresh = None
         if client.check_grant_type("refresh_token"):

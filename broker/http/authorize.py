@@ -83,6 +83,7 @@ class BrowserRequest:
     session_cookie: str | None
     csrf_cookie: str | None
     ip: str | None
+    user_agent: str | None = None
 
 
 Outcome = Redirect | LoginForm
@@ -99,6 +100,7 @@ async def authorize(request: Request) -> Response:
         session_cookie=request.cookies.get(pages.session_cookie_name(parts)),
         csrf_cookie=request.cookies.get(pages.csrf_cookie_name(parts)),
         ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
     )
     try:
         outcome = await run_sync(request, decide, parts, seen)
@@ -192,7 +194,12 @@ def _login_submit(parts: Components, areq: AuthorizationRequest, seen: BrowserRe
         message = PAGE_MESSAGES.get(err.description, err.description)
         return LoginForm(areq, username, message, refusal=err.error)
     cookie = pages.new_session_cookie()
-    session = parts.sessions.new_session(result.identity, cookie_hash=sha256_b64(cookie))
+    session = parts.sessions.new_session(
+        result.identity,
+        cookie_hash=sha256_b64(cookie),
+        client_ip=seen.ip,
+        user_agent=seen.user_agent,
+    )
     parts.custody.keep(session, result.tokens)
     url = issue_code(parts.store, parts.issuer, parts.now(), areq, session)
     return Redirect(url, session, cookie)

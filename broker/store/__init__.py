@@ -3,8 +3,9 @@ and `open_store`.
 
 Modelled on Dex's `storage.Storage` and fosite's per-concern storage interfaces: each
 concern (clients, sessions, refresh families, keys, codes, counters, denylist, upstream
-tokens, leases) is its own protocol, so a component asks for exactly what it uses, and one
-conformance suite per concern (`tests/store/conformance.py`) runs against every backend.
+tokens, leases, the admin reads of sessions, the audit trail) is its own protocol, so a
+component asks for exactly what it uses, and one conformance suite per concern
+(`tests/store/conformance.py`) runs against every backend.
 Backends offer storage and atomic primitives only; the rules (grace and reuse of refresh
 tokens, the key lifecycle, who may do what) live in `broker/tokens/` and the grants, once.
 The methods are synchronous; the HTTP layer calls them from its worker threads, never on
@@ -24,13 +25,14 @@ Every implementation MUST:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from broker.store.records import (
     SCHEMA_VERSION,
     AlreadyClaimed,
+    AuditRecord,
     AuthCodeRecord,
     Claim,
     Claimed,
@@ -233,6 +235,36 @@ class DenylistStore(Protocol):
     def is_access_token_denied(self, jti: str, now: datetime) -> bool: ...
 
 
+class SessionAdminStore(Protocol):
+    """Reads of sessions for administration (the admin API); never on a token path."""
+
+    def list_login_sessions(self, login: str, now: datetime) -> list[SessionRecord]:
+        """The live sessions (not revoked, not expired at `now`) of a ShotGrid login,
+        spelled exactly as stored, newest first (by auth_time, then sid)."""
+
+    def refresh_activity(self, family_ids: Sequence[str]) -> dict[str, datetime]:
+        """Per family, when its newest refresh token was issued (every rotation issues
+        one, so this is when the family was last used, with no write per refresh).
+        Families without a stored token are absent."""
+
+
+class AuditStore(Protocol):
+    """Kept audit events (`broker.audit_trail`): a bounded, expiring collection."""
+
+    def add_audit_events(self, events: Sequence[AuditRecord]) -> None:
+        """Insert a batch; an event whose id is already stored is skipped, so a retried
+        batch writes nothing twice."""
+
+    def list_audit_events(
+        self, now: datetime, *, login: str | None = None, event: str | None = None, limit: int
+    ) -> list[AuditRecord]:
+        """Unexpired events, newest first (by id), matching `login` and `event` exactly
+        when given; at most `limit` (1 or more)."""
+
+    def prune_audit_events(self, now: datetime, keep: int) -> int:
+        """Delete expired events, then all but the newest `keep` (0: all). How many went."""
+
+
 class Store(
     ClientStore,
     SessionStore,
@@ -243,6 +275,8 @@ class Store(
     CodeStore,
     CounterStore,
     DenylistStore,
+    SessionAdminStore,
+    AuditStore,
     Protocol,
 ):
     """Everything a backend implements: every concern above, plus its lifecycle."""
@@ -288,6 +322,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "AlreadyClaimed",
     "AlreadyExists",
+    "AuditRecord",
+    "AuditStore",
     "AuthCodeRecord",
     "Claim",
     "Claimed",
@@ -306,6 +342,7 @@ __all__ = [
     "RefreshChain",
     "RefreshStore",
     "RefreshTokenRecord",
+    "SessionAdminStore",
     "SessionRecord",
     "SessionStore",
     "Store",

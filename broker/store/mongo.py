@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -31,6 +31,7 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
+    BulkWriteError,
     ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
@@ -51,6 +52,7 @@ from broker.store._codec import StoredFormError, from_doc, key_range, to_doc, up
 from broker.store.records import (
     SCHEMA_VERSION,
     AlreadyClaimed,
+    AuditRecord,
     AuthCodeRecord,
     Claim,
     Claimed,
@@ -89,6 +91,7 @@ _EXPIRING = (
     "upstream_tokens",
     "leases",
     "keys",
+    "audit_events",
 )
 
 
@@ -200,6 +203,7 @@ class MongoStore:
         self._codes: Collection[Doc] = c["codes"]
         self._counters: Collection[Doc] = c["counters"]
         self._denylist: Collection[Doc] = c["denylist"]
+        self._audit: Collection[Doc] = c["audit_events"]
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -221,6 +225,9 @@ class MongoStore:
             _create_index(self._families, "index", "sid", name="sid")
             _create_index(self._tokens, "index", "family_id", name="family_id")
             _create_index(self._keys, "index", "use", name="use")
+            _create_index(self._sessions, "index", "login", name="login")
+            _create_index(self._audit, "index", [("login", 1), ("_id", -1)], name="login")
+            _create_index(self._audit, "index", [("event", 1), ("_id", -1)], name="event")
             for name in _EXPIRING:
                 _create_index(
                     self._db[name],
@@ -651,6 +658,67 @@ class MongoStore:
     def is_access_token_denied(self, jti: str, now: datetime) -> bool:
         doc = self._denylist.find_one({"_id": jti, "expires_at": {"$gt": ms(now)}}, {"_id": 1})
         return doc is not None
+
+    # --- administration: sessions by login ---------------------------------------------------
+    def list_login_sessions(self, login: str, now: datetime) -> list[SessionRecord]:
+        cursor = self._sessions.find(
+            {"login": login, "revoked_at": None, "expires_at": {"$gt": ms(now)}}
+        ).sort([("auth_time", -1), ("_id", -1)])
+        return [from_doc(SessionRecord, d) for d in cursor]
+
+    def refresh_activity(self, family_ids: Sequence[str]) -> dict[str, datetime]:
+        ids = list(dict.fromkeys(family_ids))
+        if not ids:
+            return {}
+        rows = self._tokens.aggregate(
+            [
+                {"$match": {"family_id": {"$in": ids}}},
+                {"$group": {"_id": "$family_id", "last": {"$max": "$issued_at"}}},
+            ]
+        )
+        return {r["_id"]: ms(_aware(r["last"])) for r in rows}
+
+    # --- audit trail -------------------------------------------------------------------------
+    def add_audit_events(self, events: Sequence[AuditRecord]) -> None:
+        if not events:
+            return
+        docs = [_doc(e, "id", e.expires_at) for e in events]
+        try:
+            self._audit.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            # Ids already stored (a retried batch) are skipped; anything else is raised.
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+
+    def list_audit_events(
+        self, now: datetime, *, login: str | None = None, event: str | None = None, limit: int
+    ) -> list[AuditRecord]:
+        if limit < 1:
+            raise ValueError("limit must be 1 or more")
+        query: Doc = {"expires_at": {"$gt": ms(now)}}
+        if login is not None:
+            query["login"] = login
+        if event is not None:
+            query["event"] = event
+        cursor = self._audit.find(query).sort("_id", -1).limit(limit)
+        return [from_doc(AuditRecord, d) for d in cursor]
+
+    def prune_audit_events(self, now: datetime, keep: int) -> int:
+        removed = self._audit.delete_many({"expires_at": {"$lte": ms(now)}}).deleted_count
+        if keep <= 0:
+            return removed + self._audit.delete_many({}).deleted_count
+        oldest_kept = list(self._audit.find({}, {"_id": 1}).sort("_id", -1).skip(keep - 1).limit(1))
+        if oldest_kept:
+            removed += self._audit.delete_many(
+                {"_id": {"$lt": oldest_kept[0]["_id"]}}
+            ).deleted_count
+        return removed
+
+
+def _aware(value: datetime) -> datetime:
+    """A date from an aggregation, as the codec reads documents (UTC when naive)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _from_url(url: str) -> MongoStore:

@@ -63,10 +63,22 @@ class SessionRecord:
     revoked_at: datetime | None = None
     cookie_hash: str | None = None
     """SHA-256 of the SSO cookie value, for browser sessions."""
+    auth_method: str = "password"
+    """How the person signed in: `password` (Legacy Login), `two_factor` (password and an
+    authentication code), `shotgrid` (App Session Launcher), `device` (RFC 8628, approved
+    from a browser session). Rows written before this field read as `password`."""
+    client_ip: str | None = None
+    """The client address at sign-in (the device's, for `device`)."""
+    user_agent: str | None = None
+    """The User-Agent at sign-in, cut to `USER_AGENT_MAX` characters."""
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+USER_AGENT_MAX = 256
+"""Longest User-Agent kept on a session (longer ones are cut)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +201,20 @@ class CounterWindow:
 
     count: int
     started: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One kept audit event (`broker.audit_trail`): identifiers only, as in the log line."""
+
+    id: str
+    """Unique and sortable by time: 13 digits of epoch milliseconds, then hex digits."""
+    at: datetime
+    event: str
+    outcome: str
+    expires_at: datetime
+    """The event is dropped after this (`BROKER_AUDIT_RETENTION`)."""
+    login: str | None = None
+    """The ShotGrid login the event is about, lower-cased (the filter of the admin API)."""
+    fields: dict[str, str] = field(default_factory=dict)
+    """The event's other identifiers (client_id, sid, ip, admin, ...), as text."""

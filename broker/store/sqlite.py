@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -51,6 +51,7 @@ from broker.store._codec import (
 from broker.store.records import (
     SCHEMA_VERSION,
     AlreadyClaimed,
+    AuditRecord,
     AuthCodeRecord,
     Claim,
     Claimed,
@@ -85,6 +86,7 @@ _RECORD_TABLES: dict[str, tuple[type[Any], str, tuple[str, ...]]] = {
     "keys": (KeyRecord, "kid", ()),
     "upstream_tokens": (UpstreamTokenRecord, "key", ('"gc_at" INTEGER',)),
     "codes": (AuthCodeRecord, "code_hash", ()),
+    "audit_events": (AuditRecord, "id", ()),
 }
 
 _OTHER_DDL = (
@@ -102,6 +104,10 @@ _OTHER_DDL = (
     "CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family_id)",
     "CREATE INDEX IF NOT EXISTS refresh_tokens_expiry ON refresh_tokens (expires_at)",
     "CREATE INDEX IF NOT EXISTS codes_expiry ON codes (expires_at)",
+    "CREATE INDEX IF NOT EXISTS sessions_login ON sessions (login)",
+    "CREATE INDEX IF NOT EXISTS audit_events_login ON audit_events (login, id)",
+    "CREATE INDEX IF NOT EXISTS audit_events_event ON audit_events (event, id)",
+    "CREATE INDEX IF NOT EXISTS audit_events_expiry ON audit_events (expires_at)",
 )
 
 
@@ -116,6 +122,7 @@ def _insert_sql(table: str, cls: type[Any], extra: tuple[str, ...] = (), verb: s
 _INSERT = {t: _insert_sql(t, cls) for t, (cls, _, _) in _RECORD_TABLES.items()}
 _REPLACE_CLIENT = _insert_sql("clients", ClientRecord, verb="OR REPLACE")
 _REPLACE_UPSTREAM = _insert_sql("upstream_tokens", UpstreamTokenRecord, ("gc_at",), "OR REPLACE")
+_ADD_AUDIT = _insert_sql("audit_events", AuditRecord, verb="OR IGNORE")
 
 
 def _prefixed(alias: str, cls: type[Any]) -> list[str]:
@@ -645,6 +652,70 @@ class SQLiteStore:
             "SELECT 1 AS hit FROM denylist WHERE jti = ? AND expires_at > ?", (jti, to_ms(now))
         )
         return row is not None
+
+    # --- administration: sessions by login ---------------------------------------------------
+    def list_login_sessions(self, login: str, now: datetime) -> list[SessionRecord]:
+        rows = self._conn().execute(
+            "SELECT * FROM sessions WHERE login = ? AND revoked_at IS NULL AND expires_at > ?"
+            " ORDER BY auth_time DESC, sid DESC",
+            (login, to_ms(now)),
+        )
+        return [from_row(SessionRecord, r) for r in rows.fetchall()]
+
+    def refresh_activity(self, family_ids: Sequence[str]) -> dict[str, datetime]:
+        ids = list(dict.fromkeys(family_ids))
+        if not ids:
+            return {}
+        marks = ", ".join("?" for _ in ids)
+        rows = self._conn().execute(
+            "SELECT family_id, MAX(issued_at) AS last FROM refresh_tokens"  # noqa: S608
+            f" WHERE family_id IN ({marks}) GROUP BY family_id",
+            ids,
+        )
+        return {r["family_id"]: from_ms(r["last"]) for r in rows.fetchall()}
+
+    # --- audit trail -------------------------------------------------------------------------
+    def add_audit_events(self, events: Sequence[AuditRecord]) -> None:
+        if not events:
+            return
+        with self._tx() as conn:
+            conn.executemany(_ADD_AUDIT, [to_row(e) for e in events])
+
+    def list_audit_events(
+        self, now: datetime, *, login: str | None = None, event: str | None = None, limit: int
+    ) -> list[AuditRecord]:
+        if limit < 1:
+            raise ValueError("limit must be 1 or more")
+        where: list[str] = ["expires_at > ?"]
+        params: list[Any] = [to_ms(now)]
+        if login is not None:
+            where.append("login = ?")
+            params.append(login)
+        if event is not None:
+            where.append("event = ?")
+            params.append(event)
+        rows = self._conn().execute(
+            f"SELECT * FROM audit_events WHERE {' AND '.join(where)}"  # noqa: S608
+            " ORDER BY id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [from_row(AuditRecord, r) for r in rows.fetchall()]
+
+    def prune_audit_events(self, now: datetime, keep: int) -> int:
+        with self._tx() as conn:
+            removed = conn.execute(
+                "DELETE FROM audit_events WHERE expires_at <= ?", (to_ms(now),)
+            ).rowcount
+            if keep <= 0:
+                return removed + conn.execute("DELETE FROM audit_events").rowcount
+            # The newest `keep` stay: everything older than the keep-th newest goes (no row
+            # when fewer are stored, and `id < NULL` deletes nothing).
+            removed += conn.execute(
+                "DELETE FROM audit_events WHERE id < (SELECT id FROM audit_events"
+                " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (keep - 1,),
+            ).rowcount
+        return removed
 
 
 def _from_url(url: str) -> SQLiteStore:

@@ -25,6 +25,7 @@ import pytest
 from broker.sessions import rotate_chain
 from broker.store import AlreadyClaimed, AlreadyExists, Claimed, Store
 from broker.store.records import (
+    AuditRecord,
     AuthCodeRecord,
     ClientRecord,
     CounterWindow,
@@ -188,6 +189,115 @@ class ConformanceBase:
             pytest.skip(f"{type(self).__name__}: backend is not atomic under threads")
 
 
+def make_audit(at: datetime, n: int, **kw: Any) -> AuditRecord:
+    """The n-th event of a test: ids sort by time, then by n (as the trail writes them)."""
+    fields: dict[str, Any] = {
+        "id": f"{int(at.timestamp() * 1000):013d}{n:016x}",
+        "at": at,
+        "event": "login",
+        "outcome": "success",
+        "expires_at": at + 24 * H,
+        "login": "alice",
+        "fields": {"client_id": "dna-cli", "ip": "127.0.0.2"},
+    }
+    fields.update(kw)
+    return AuditRecord(**fields)
+
+
+class SessionAdminConformance(ConformanceBase):
+    """`SessionAdminStore`: the admin API's reads of a person's sessions."""
+
+    def test_list_login_sessions_live_only_newest_first(self, store: Store, now: datetime) -> None:
+        older = make_session(now - H, sid="s-old", auth_method="device", client_ip="10.0.0.9")
+        newer = make_session(now, sid="s-new", user_agent="curl/8.5", client_ip="127.0.0.2")
+        store.create_session(older)
+        store.create_session(newer)
+        store.create_session(make_session(now, sid="s-ended"))
+        store.revoke_session("s-ended", now, "logout")
+        store.create_session(make_session(now - 9 * H, sid="s-expired"))  # 8 h lifetime
+        store.create_session(make_session(now, sid="s-bob", login="bob", user_id=7))
+        assert store.list_login_sessions("alice", now) == [newer, older]
+        assert store.list_login_sessions("bob", now) == [store.get_session("s-bob")]
+        assert store.list_login_sessions("nobody", now) == []
+        # Exactly as stored: ShotGrid's own spelling of the login.
+        assert store.list_login_sessions("ALICE", now) == []
+        assert store.list_login_sessions("alice", now + 9 * H) == []
+
+    def test_session_sign_in_fields_round_trip(self, store: Store, now: datetime) -> None:
+        plain = make_session(now, sid="plain")
+        store.create_session(plain)
+        stored = store.get_session("plain")
+        assert stored is not None and stored.auth_method == "password"
+        assert stored.client_ip is None and stored.user_agent is None
+        full = make_session(
+            now, sid="full", auth_method="shotgrid", client_ip="::1", user_agent="Mozilla/5.0 é"
+        )
+        store.create_session(full)
+        assert store.get_session("full") == full
+
+    def test_refresh_activity_is_the_newest_token_per_family(
+        self, store: Store, now: datetime
+    ) -> None:
+        store.create_session(make_session(now))
+        store.create_family(make_family(now, "f1"), make_token(now, "t1", "f1"))
+        store.create_family(make_family(now, "f2"), make_token(now + S, "t2", "f2"))
+        rotate(store, "t1", make_token(now + 5 * S, "t1b", "f1"), now + 5 * S, GRACE)
+        rotate(store, "t1b", make_token(now + 9 * S, "t1c", "f1"), now + 9 * S, GRACE)
+        assert store.refresh_activity(["f1", "f2", "nope"]) == {"f1": now + 9 * S, "f2": now + S}
+        assert store.refresh_activity(["f2", "f2"]) == {"f2": now + S}
+        assert store.refresh_activity([]) == {}
+
+
+class AuditConformance(ConformanceBase):
+    """`AuditStore`: the kept audit events, bounded and expiring."""
+
+    def test_add_and_list_newest_first_with_filters(self, store: Store, now: datetime) -> None:
+        events = [
+            make_audit(now, 1),
+            make_audit(now + S, 2, login="bob"),
+            make_audit(now + S, 3, event="admin", outcome="success", fields={"admin": "c:x"}),
+            make_audit(now + 2 * S, 4, event="logout", login=None, fields={}),
+        ]
+        store.add_audit_events(events)
+        listed = store.list_audit_events(now + 3 * S, limit=10)
+        assert listed == list(reversed(events))
+        assert store.list_audit_events(now, login="alice", limit=10) == [events[2], events[0]]
+        assert store.list_audit_events(now, event="login", limit=10) == [events[1], events[0]]
+        assert store.list_audit_events(now, login="bob", event="login", limit=10) == [events[1]]
+        assert store.list_audit_events(now, login="carol", limit=10) == []
+        assert store.list_audit_events(now, limit=2) == [events[3], events[2]]
+        with pytest.raises(ValueError):
+            store.list_audit_events(now, limit=0)
+
+    def test_a_retried_batch_writes_nothing_twice(self, store: Store, now: datetime) -> None:
+        first = [make_audit(now, 1), make_audit(now, 2)]
+        store.add_audit_events(first)
+        store.add_audit_events([*first, make_audit(now, 3)])
+        assert [e.id for e in store.list_audit_events(now, limit=10)] == [
+            make_audit(now, n).id for n in (3, 2, 1)
+        ]
+        store.add_audit_events([])
+
+    def test_expired_events_are_not_listed_and_pruned(self, store: Store, now: datetime) -> None:
+        store.add_audit_events(
+            [make_audit(now, 1, expires_at=now + S), make_audit(now, 2, expires_at=now + H)]
+        )
+        assert [e.id for e in store.list_audit_events(now + S, limit=10)] == [make_audit(now, 2).id]
+        assert store.prune_audit_events(now + S, keep=10) == 1
+        assert store.prune_audit_events(now + S, keep=10) == 0
+        assert [e.id for e in store.list_audit_events(now, limit=10)] == [make_audit(now, 2).id]
+
+    def test_prune_keeps_the_newest(self, store: Store, now: datetime) -> None:
+        store.add_audit_events([make_audit(now + n * S, n) for n in range(1, 8)])
+        assert store.prune_audit_events(now, keep=3) == 4
+        kept = store.list_audit_events(now, limit=10)
+        assert [e.id for e in kept] == [make_audit(now + n * S, n).id for n in (7, 6, 5)]
+        assert store.prune_audit_events(now, keep=3) == 0
+        assert store.prune_audit_events(now, keep=5) == 0
+        assert store.prune_audit_events(now, keep=0) == 3
+        assert store.list_audit_events(now, limit=10) == []
+
+
 class CounterConformance(ConformanceBase):
     """`CounterStore`: limited fixed-window counters (login throttling)."""
 
@@ -293,7 +403,7 @@ class CounterConformance(ConformanceBase):
         assert store.read_counter("k", now, window) == CounterWindow(len(kept), now)
 
 
-class StoreConformance(CounterConformance):
+class StoreConformance(CounterConformance, SessionAdminConformance, AuditConformance):
     """Every concern: subclass and override `store` to yield a fresh, empty store."""
 
     def setup_rotation(self, store: Store, now: datetime) -> RefreshTokenRecord:

@@ -253,6 +253,7 @@ def test_indexes(mock_client: Any) -> None:
         "upstream_tokens",
         "leases",
         "keys",
+        "audit_events",
     ):
         ttl = db[name].index_information()["ttl"]
         assert ttl["key"] == [("expire_at", 1)] and ttl["expireAfterSeconds"] == 0
