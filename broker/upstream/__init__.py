@@ -43,6 +43,16 @@ class UpstreamTokens:
 
 
 @dataclass(frozen=True, slots=True)
+class Membership:
+    """A HumanUser and the permission group ShotGrid gives it."""
+
+    identity: Identity
+    permission_group: str | None
+    """The name of the user's permission group (ShotGrid's `permission_rule_set`, e.g.
+    `Admin`, `Manager`, `Artist`); None when ShotGrid names none."""
+
+
+@dataclass(frozen=True, slots=True)
 class LoginResult:
     identity: Identity
     tokens: UpstreamTokens
@@ -119,13 +129,23 @@ class DirectoryUpstream(Protocol):
         ...
 
 
+class GroupUpstream(Protocol):
+    def permission_group(self, login: str) -> Membership:
+        """The HumanUser with this login and its permission group, read with the broker's
+        script key (who may use the admin page; whether a user exists). UnknownUser when
+        no HumanUser has this login."""
+        ...
+
+
 class SudoUpstream(Protocol):
     def sudo_token(self, login: str) -> UpstreamTokens:
         """A REST token for the broker's script with `scope=sudo_as_login:<login>`."""
         ...
 
 
-class Upstream(PasswordUpstream, RefreshUpstream, DirectoryUpstream, SudoUpstream, Protocol):
+class Upstream(
+    PasswordUpstream, RefreshUpstream, DirectoryUpstream, GroupUpstream, SudoUpstream, Protocol
+):
     """Every capability: what the broker's wiring holds (the real client)."""
 
     def close(self) -> None: ...
@@ -133,10 +153,12 @@ class Upstream(PasswordUpstream, RefreshUpstream, DirectoryUpstream, SudoUpstrea
 
 __all__ = [
     "DirectoryUpstream",
+    "GroupUpstream",
     "Identity",
     "InactiveUser",
     "InvalidCredentials",
     "LoginResult",
+    "Membership",
     "PasswordUpstream",
     "RefreshUpstream",
     "SsoRequired",

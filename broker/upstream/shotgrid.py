@@ -29,6 +29,7 @@ from broker.upstream import (
     InactiveUser,
     InvalidCredentials,
     LoginResult,
+    Membership,
     SsoRequired,
     SudoRefused,
     TwoFactorRequired,
@@ -42,6 +43,7 @@ from broker.upstream import (
 
 TOKEN_PATH = "/api/v1/auth/access_token"
 USER_FIELDS = "login,name,email,sg_status_list"
+GROUP_FIELDS = USER_FIELDS + ",permission_rule_set"
 SCRIPT_TOKEN_MARGIN = timedelta(seconds=60)
 """A cached script token is replaced this long before ShotGrid says it expires."""
 
@@ -51,8 +53,9 @@ def _utcnow() -> datetime:
 
 
 class ShotGridClient:
-    """One ShotGrid site. Satisfies PasswordUpstream, RefreshUpstream, DirectoryUpstream
-    and SudoUpstream. Create once per site and `close()` on shutdown. Thread-safe."""
+    """One ShotGrid site. Satisfies PasswordUpstream, RefreshUpstream, DirectoryUpstream,
+    GroupUpstream and SudoUpstream. Create once per site and `close()` on shutdown.
+    Thread-safe."""
 
     def __init__(
         self,
@@ -211,20 +214,41 @@ class ShotGridClient:
             if status == 401:
                 raise UpstreamTokenRejected("ShotGrid refused the user's access token")
         else:
-            status, body = self._send("GET", path, params=params, token=self._script_access_token())
-            if status == 401:
-                # The cached token may have died early (site restart): one fresh retry.
-                self._script_token = None
-                status, body = self._send(
-                    "GET", path, params=params, token=self._script_access_token()
-                )
-                if status == 401:
-                    raise UpstreamMisconfigured("ShotGrid refused the broker's script token")
+            status, body = self._script_get(path, params)
         if status == 404:
             raise UnknownUser(f"no ShotGrid HumanUser {int(user_id)}")
         if status != 200:
             raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to a HumanUser read")
         return _identity(body.get("data"))
+
+    def _script_get(self, path: str, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        """A read with the broker's script token (cached; one fresh retry on 401)."""
+        status, body = self._send("GET", path, params=params, token=self._script_access_token())
+        if status == 401:
+            # The cached token may have died early (site restart): one fresh retry.
+            self._script_token = None
+            status, body = self._send("GET", path, params=params, token=self._script_access_token())
+            if status == 401:
+                raise UpstreamMisconfigured("ShotGrid refused the broker's script token")
+        return status, body
+
+    # ---- GroupUpstream -----------------------------------------------------------------
+
+    def permission_group(self, login: str) -> Membership:
+        """The user's `permission_rule_set` (a link under `relationships`, research §2)."""
+        status, body = self._script_get(
+            "/api/v1/entity/human_users", {"filter[login]": login, "fields": GROUP_FIELDS}
+        )
+        if status != 200:
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to a HumanUser read")
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise UpstreamUnavailable("ShotGrid answered a malformed HumanUser list")
+        # The exact spelling first, should a site's filter match more loosely.
+        record = next((r for r in data if _login_of(r) == login), data[0] if data else None)
+        if record is None:
+            raise UnknownUser("no ShotGrid HumanUser has this login")
+        return Membership(identity=_identity(record), permission_group=_group_name(record))
 
     def _script_access_token(self) -> str:
         with self._script_lock:
@@ -303,6 +327,19 @@ def _identity(record: Any) -> Identity:
         name=str(attributes.get("name") or ""),
         active=attributes.get("sg_status_list") == "act",
     )
+
+
+def _login_of(record: Any) -> Any:
+    attributes = record.get("attributes") if isinstance(record, dict) else None
+    return attributes.get("login") if isinstance(attributes, dict) else None
+
+
+def _group_name(record: Mapping[str, Any]) -> str | None:
+    relationships = record.get("relationships")
+    link = relationships.get("permission_rule_set") if isinstance(relationships, dict) else None
+    data = link.get("data") if isinstance(link, dict) else None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def _jwt_exp(token: str) -> datetime | None:

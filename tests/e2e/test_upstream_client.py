@@ -217,6 +217,47 @@ def test_script_credentials_missing_or_wrong(site: ServerThread, clock: MovableC
         run(site.url, clock, lambda c: c.user_by_id(101), script_name=None)
 
 
+def test_permission_group_read_with_the_script(
+    site: ServerThread, clock: MovableClock, emulator: ShotGridEmulator
+) -> None:
+    def flow(client: ShotGridClient) -> None:
+        frank = client.permission_group("frank")
+        assert frank.permission_group == "Admin"
+        assert (frank.identity.user_id, frank.identity.login, frank.identity.active) == (
+            106,
+            "frank",
+            True,
+        )
+        alice = client.permission_group("alice")
+        assert (alice.identity, alice.permission_group) == (ALICE, "Artist")
+        # A disabled person is still read (whether they may act is the caller's call).
+        carol = client.permission_group("carol")
+        assert carol.identity.active is False and carol.permission_group == "Artist"
+        with pytest.raises(UnknownUser):
+            client.permission_group("nobody")
+        # A change in ShotGrid shows at the next read: nothing is cached.
+        emulator.set_permission_group("alice", "Admin")
+        assert client.permission_group("alice").permission_group == "Admin"
+        assert emulator.calls["token:client_credentials"] == 1
+
+    run(site.url, clock, flow)
+
+
+def test_permission_group_needs_the_script(site: ServerThread, clock: MovableClock) -> None:
+    with pytest.raises(UpstreamMisconfigured):
+        run(site.url, clock, lambda c: c.permission_group("frank"), script_key="wrong")
+    with pytest.raises(UpstreamMisconfigured):
+        run(site.url, clock, lambda c: c.permission_group("frank"), script_name=None)
+
+
+def test_permission_group_fault_is_upstream_unavailable(
+    site: ServerThread, clock: MovableClock, emulator: ShotGridEmulator
+) -> None:
+    emulator.faults.set("/api/v1/entity", status=503)
+    with pytest.raises(UpstreamUnavailable):
+        run(site.url, clock, lambda c: c.permission_group("frank"))
+
+
 @pytest.mark.parametrize(
     ("login", "expected"),
     [("alice", ["Spring Shorts", "Harbor Lights"]), ("bob", ["Harbor Lights", "Night Market"])],
