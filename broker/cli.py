@@ -256,6 +256,7 @@ def _clients_add(args: argparse.Namespace, admin: Admin) -> int:
         max_exchange_lifetime=args.max_exchange_lifetime,
         name=args.name or "",
         replace_existing=args.replace,
+        admin=args.admin,
     )
     print(f"added client {record.client_id}")
     if secret:
@@ -276,6 +277,7 @@ def _clients_update(args: argparse.Namespace, admin: Admin) -> int:
         may_introspect=args.introspect,
         may_exchange_shotgrid=args.shotgrid_exchange,
         max_exchange_lifetime=args.max_exchange_lifetime,
+        admin=args.admin,
     )
     print(f"updated {policy_line(record)}")
     return 0
@@ -537,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long an exchanged token may outlive its subject (0 or more; default: not at all)",
     )
+    add.add_argument(
+        "--admin",
+        action="store_true",
+        help="may use the admin API (client_credentials with scope admin; confidential only)",
+    )
     add.add_argument("--replace", action="store_true", help="overwrite an existing client")
     add.set_defaults(func=_cmd_clients_add)
     update = clients_sub.add_parser(
@@ -571,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="SECONDS",
         help="how long an exchanged token may outlive its subject (0: not at all)",
+    )
+    update.add_argument(
+        "--admin",
+        action=argparse.BooleanOptionalAction,
+        help="give or take the right to use the admin API",
     )
     update.set_defaults(func=_cmd_clients_update)
     remove = clients_sub.add_parser("remove", help="remove a client", parents=action_options)

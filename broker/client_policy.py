@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
-from broker.grants import registry
+from broker.grants import ADMIN_SCOPE, registry
 from broker.redirects import LOOPBACK_HOSTS, host_of
 from broker.store import ClientRecord
 
@@ -31,7 +31,7 @@ KNOWN_GRANTS = registry.GRANT_TYPES
 CONFIDENTIAL_GRANTS = registry.CONFIDENTIAL_ONLY
 """Grants that authenticate the client itself, so a client without a secret cannot hold them."""
 
-KNOWN_SCOPES = ("openid", "profile", "email", "offline_access", "admin")
+KNOWN_SCOPES = ("openid", "profile", "email", "offline_access", ADMIN_SCOPE)
 """The OIDC scopes the broker serves, and `admin`, the admin API's (contract, "Demo clients")."""
 
 MAX_URI_LENGTH = 2000
@@ -266,6 +266,16 @@ def check_rights(record: ClientRecord) -> None:
     if record.may_exchange_shotgrid and not exchanges:
         raise ClientPolicyError(
             "may_exchange_shotgrid", f"ShotGrid tokens come by token exchange: add {TOKEN_EXCHANGE}"
+        )
+    if ADMIN_SCOPE in record.scopes and (
+        record.public or "client_credentials" not in record.grant_types
+    ):
+        # An admin token is only ever the client's own (client_credentials), never a
+        # person's: the right needs a client that authenticates itself and that grant.
+        raise ClientPolicyError(
+            "scopes",
+            "the admin right (--admin) needs a confidential client with the client_credentials "
+            "grant",
         )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from broker.grants import ADMIN_SCOPE
 from broker.store import ClientRecord
 from broker.tokens.secrets import hash_client_secret
 
@@ -56,6 +57,14 @@ def demo_clients() -> list[ClientRecord]:
             audiences=("dna-api", "review-api"),
             may_introspect=True,
             may_exchange_shotgrid=True,
+        ),
+        ClientRecord(
+            client_id="broker-admin",
+            name="Broker administration",
+            public=False,
+            secret_hash=hash_client_secret("broker-admin-secret"),
+            grant_types=("client_credentials",),
+            scopes=(ADMIN_SCOPE,),
         ),
     ]
 

@@ -30,7 +30,11 @@ from broker.upstream import UpstreamUnavailable
 
 log = logging.getLogger("broker.server")
 
-SCOPES_SUPPORTED = ["openid", "profile", "email", "offline_access"]
+SCOPES_SUPPORTED = ["openid", "profile", "email", "offline_access", "admin"]
+"""Every scope the broker serves (RFC 8414 `scopes_supported`): the four a person's
+tokens may carry, and `admin`, which only an admin client's own token may (see
+`broker.grants.ADMIN_SCOPE`). Listed because it is true and the admin API is documented
+anyway; asking for it without the right is `invalid_scope` like any scope not allowed."""
 
 Response = tuple[int, Any, list[tuple[str, str]]]
 

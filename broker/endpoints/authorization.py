@@ -28,7 +28,7 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 
-from broker.grants import DEFAULT_SCOPE, resolve_scope
+from broker.grants import DEFAULT_SCOPE, resolve_scope, user_scopes
 from broker.redirects import redirect_uri_allowed
 from broker.store import AuthCodeRecord, ClientRecord, CodeStore, SessionRecord
 from broker.tokens.secrets import sha256_b64
@@ -122,7 +122,7 @@ def validate(
     if response_mode not in (None, "", "query"):
         raise fail(InvalidRequestError, "Only 'response_mode=query' is supported.")
     try:
-        scope = resolve_scope(params.get("scope"), client.scopes, DEFAULT_SCOPE)
+        scope = resolve_scope(params.get("scope"), user_scopes(client.scopes), DEFAULT_SCOPE)
     except InvalidScopeError:
         raise fail(
             InvalidScopeError, "The requested scope is not allowed for this client."

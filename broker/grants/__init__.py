@@ -23,6 +23,22 @@ TOKEN_HEADERS = [
 
 DEFAULT_SCOPE = "profile email"
 
+ADMIN_SCOPE = "admin"
+"""The admin API's scope. Only a client's own token (client_credentials) may carry it, and
+only for a client given the right (`clients add/update --admin`, which puts it among the
+client's scopes); a grant for a person never does (`user_scopes`)."""
+
+
+def admin_audience(issuer: str) -> str:
+    """The `aud` of every token carrying `admin`: the admin API itself (RFC 8707 resource),
+    so an admin token is good for nothing else and no other token passes there."""
+    return f"{issuer}/admin/api"
+
+
+def user_scopes(allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The scopes a grant for a person may give out of a client's allowed scopes."""
+    return tuple(s for s in allowed if s != ADMIN_SCOPE)
+
 
 @dataclass(frozen=True, slots=True)
 class GrantSpec:

@@ -1,6 +1,9 @@
 """Client Credentials grant (RFC 6749 §4.4): a confidential service calling another with
 no user behind it. The token's `sub` is the client id and it carries no ShotGrid claims;
-no refresh token is issued (§4.4.3). Allowed per client (`grant_types`)."""
+no refresh token is issued (§4.4.3). Allowed per client (`grant_types`).
+
+This is also the only way to the `admin` scope (a client given the admin right asking for
+it): such a token's audience is the admin API (`admin_audience`) and nothing else."""
 
 from __future__ import annotations
 
@@ -10,7 +13,14 @@ from authlib.oauth2.rfc6749 import UnauthorizedClientError, grants
 
 from broker.components import Components
 from broker.events import audit
-from broker.grants import TOKEN_HEADERS, GrantSpec, resolve_audience, resolve_scope
+from broker.grants import (
+    ADMIN_SCOPE,
+    TOKEN_HEADERS,
+    GrantSpec,
+    admin_audience,
+    resolve_audience,
+    resolve_scope,
+)
 
 #: Scopes that only make sense with a user: an ID token or a refresh token.
 USER_ONLY_SCOPES = ("openid", "offline_access")
@@ -30,9 +40,13 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         allowed = tuple(s for s in client.record.scopes if s not in USER_ONLY_SCOPES)
         self.scope = resolve_scope(self.request.payload.scope, allowed, "")
         parts: Components = self.server.components
-        self.audience = resolve_audience(
-            self.request.form, client.record.audiences, parts.settings.default_audience
-        )
+        if ADMIN_SCOPE in self.scope.split():
+            target = admin_audience(parts.issuer)
+            self.audience = resolve_audience(self.request.form, (target,), target)
+        else:
+            self.audience = resolve_audience(
+                self.request.form, client.record.audiences, parts.settings.default_audience
+            )
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         parts: Components = self.server.components

@@ -19,7 +19,7 @@ from authlib.oauth2.rfc6749 import (
 from broker.components import Components
 from broker.errors import TemporarilyUnavailableError
 from broker.events import audit
-from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, GrantSpec, resolve_scope
+from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, GrantSpec, resolve_scope, user_scopes
 from broker.throttle import Throttled
 from broker.upstream import (
     InactiveUser,
@@ -112,7 +112,9 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):  # type: igno
         if len(username) > 256 or len(password) > 1024:
             raise InvalidRequestError("'username' or 'password' is too long.")
         self.request.client = client
-        self.scope = resolve_scope(self.request.payload.scope, client.record.scopes, DEFAULT_SCOPE)
+        self.scope = resolve_scope(
+            self.request.payload.scope, user_scopes(client.record.scopes), DEFAULT_SCOPE
+        )
         self.login = password_login(
             self.server.components,
             username,

@@ -234,3 +234,46 @@ def test_list_says_when_the_store_has_no_clients(
     status, err = run_main(capsys, "list")
     assert status == 0
     assert "no clients registered in sqlite:///" in err
+
+
+def test_the_admin_right_is_given_and_taken_with_admin(environ: dict[str, str]) -> None:
+    """`--admin` is the right to the admin API, in the same implementation the API uses;
+    the command line may remove the last admin client (it is the way back in)."""
+    added = cli(environ, "add", "ops", "--confidential", "--grant", "client_credentials", "--admin")
+    assert added.returncode == 0, added.stderr
+    store = open_store(environ["BROKER_STORE_URL"])
+    try:
+        record = store.get_client("ops")
+        assert record is not None and "admin" in record.scopes
+        narrowed = cli(environ, "update", "ops", "--scope", "profile")
+        assert narrowed.returncode == 0, narrowed.stderr
+        assert "admin=yes" in narrowed.stdout  # a scope list never drops the right
+        kept = store.get_client("ops")
+        assert kept is not None and kept.scopes == ("profile", "admin")
+        taken = cli(environ, "update", "ops", "--no-admin")
+        assert taken.returncode == 0 and "admin=no" in taken.stdout
+        taken_away = store.get_client("ops")
+        assert taken_away is not None and taken_away.scopes == ("profile",)
+        assert cli(environ, "update", "ops", "--admin").returncode == 0
+        removed = cli(environ, "remove", "ops")
+        assert removed.returncode == 0, removed.stderr
+        assert store.get_client("ops") is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["add", "web", "--public", "--grant", "password", "--admin"],
+        ["add", "svc", "--confidential", "--grant", EXCHANGE, "--admin"],
+        ["add", "svc", "--confidential", "--grant", "client_credentials", "--scope", "admin"],
+    ],
+)
+def test_the_admin_right_needs_a_client_credentials_client(
+    environ: dict[str, str], args: list[str]
+) -> None:
+    result = cli(environ, *args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "admin" in result.stderr
