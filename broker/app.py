@@ -1,6 +1,6 @@
 """`create_app(settings)`: the Starlette application. The lifespan opens the store, the
 upstream client and the keys (`broker.components`), and runs housekeeping (GC, scheduled
-key rotation)."""
+key rotation, the audit trail's pruning) and the audit trail's flushes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from datetime import datetime
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from broker.audit_trail import FLUSH_INTERVAL
 from broker.clock import system_clock
 from broker.components import Components, build_components
 from broker.endpoints.introspection import BrokerIntrospectionEndpoint
@@ -89,11 +90,18 @@ def make_upstream(
 def _housekeeping(parts: Components) -> None:
     try:
         parts.keys.rotate_if_due()
-        removed = parts.store.gc(parts.now())
+        removed = parts.store.gc(parts.now()) + parts.audit_trail.prune()
         if removed:
             log.info("garbage-collected %d expired records", removed)
     except StoreError as exc:
         log.warning("housekeeping skipped: %s", exc.__class__.__name__)
+
+
+def _flush_audit(parts: Components) -> None:
+    try:
+        parts.audit_trail.flush()
+    except StoreError as exc:
+        log.warning("audit trail not flushed (kept queued): %s", exc.__class__.__name__)
 
 
 def _start(parts: Components, seed_clients: list[ClientRecord]) -> None:
@@ -135,6 +143,7 @@ def create_app(
             else None
         )
         parts = build_components(settings, the_store, the_upstream, clock=clock)
+        app.state.audit_sink = parts.audit_trail.record
         app.state.executor = make_executor()
         try:
             await run_on(app.state, _start, parts, list(seed_clients))
@@ -150,14 +159,24 @@ def create_app(
                 await asyncio.sleep(HOUSEKEEPING_INTERVAL)
                 await run_on(app.state, _housekeeping, parts)
 
-        task = asyncio.create_task(loop()) if housekeeping else None
+        async def flush_audit() -> None:
+            while True:
+                await asyncio.sleep(FLUSH_INTERVAL)
+                if parts.audit_trail.pending():
+                    await run_on(app.state, _flush_audit, parts)
+
+        tasks = [asyncio.create_task(flush_audit())]
+        if housekeeping:
+            tasks.append(asyncio.create_task(loop()))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # What is still queued (the last second of kept audit events) is written now.
+            await run_on(app.state, _flush_audit, parts)
             # uvicorn runs this after in-flight requests finished (or its graceful
             # shutdown timeout passed), so no request loses its store or upstream midway.
             if app.state.upstream_probe is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from broker.audit_trail import AuditTrail
 from broker.clock import Clock, now_ms, system_clock
 from broker.sessions import Lifetimes, Sessions
 from broker.settings import Settings, decode_key
@@ -33,6 +34,7 @@ class Components:
     custody: Custody
     upstream: Upstream
     throttle: LoginThrottle
+    audit_trail: AuditTrail
 
     @property
     def issuer(self) -> str:
@@ -106,4 +108,10 @@ def build_components(
         ),
         upstream=upstream,
         throttle=LoginThrottle(store, settings, clock),
+        audit_trail=AuditTrail(
+            store,
+            clock,
+            retention=timedelta(seconds=settings.audit_retention),
+            max_events=settings.audit_max_events,
+        ),
     )

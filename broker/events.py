@@ -25,16 +25,38 @@ ones it counts; a throttled `login` names the counter that refused it in `limit`
 | `token_exchange_shotgrid` | RFC 8693 exchange to ShotGrid | success, refused, unavailable |
 | `client_credentials` | client credentials grant | success |
 | `key_rotated`, `key_retired` | `KeyManager.rotate` / `retire` | success, not_found |
+| `admin` | admin API changes (`action`: what, `admin`: who) | success, or the refusal |
 | `store_error` | a request failing on the store | unavailable |
+
+Besides the log line, the events that matter after the fact (logins, session ends,
+revocations, reuse, key and admin events) are kept in the store for the admin API: the
+sink bound to the current context (`bind_audit_sink`, which `broker.http.threads` does for
+every call into the core) receives every event and keeps what it wants
+(`broker.audit_trail`). No sink, nothing kept: only the log line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from broker.logs import get_logger
 
 _log = get_logger("broker.audit")
+
+AuditSink = Callable[[str, str, Mapping[str, Any]], None]
+"""Receives (event, outcome, fields) of every audit event; must not block or raise."""
+
+_sink: ContextVar[AuditSink | None] = ContextVar("broker_audit_sink", default=None)
+
+
+def bind_audit_sink(sink: AuditSink | None) -> None:
+    """Send the audit events of the current context (and of contexts copied from it) to
+    `sink`. A context variable rather than a global, so two brokers in one process (tests)
+    each keep their own events."""
+    _sink.set(sink)
+
 
 #: Field names that must never be logged, whatever a caller passes.
 FORBIDDEN_FIELDS = frozenset(
@@ -63,3 +85,6 @@ def audit(event: str, *, outcome: str = "success", **fields: Any) -> None:
     from broker import metrics
 
     metrics.observe_event(event, outcome, clean)
+    sink = _sink.get()
+    if sink is not None:
+        sink(event, outcome, clean)

@@ -92,6 +92,11 @@ STORE_ERRORS = Counter(
 AUDIT_EVENTS = Counter(
     "broker_audit_events", "Audit events by name and outcome.", ["event", "outcome"]
 )
+AUDIT_DROPPED = Counter(
+    "broker_audit_events_dropped",
+    "Audit events not kept in the store's audit trail because its queue was full "
+    "(the store unreachable for long); their log lines were written.",
+)
 
 BUILD_INFO = Gauge(
     "broker_build_info",
@@ -225,3 +230,7 @@ def observe_event(event: str, outcome: str, fields: dict[str, object]) -> None:
         FAMILIES_REVOKED.labels("revoke").inc()
     elif event in ("key_rotated", "key_retired"):
         KEY_EVENTS.labels(event).inc()
+
+
+def audit_dropped() -> None:
+    AUDIT_DROPPED.inc()

@@ -181,6 +181,13 @@ class Settings(BaseSettings):
     login_failure_window: int = Field(900, gt=0)
     """Length, in seconds, of the failed-login counting windows (a window begins at its first attempt); a throttled attempt's `Retry-After` is what is left of the window that refused it."""
 
+    # --- administration ------------------------------------------------------------------------------
+    audit_retention: int = Field(30 * 86400, ge=0)
+    """Seconds the audit events the admin API shows (sign-ins, session ends, revocations, key and admin events) are kept in the store (0: none are kept; the log lines remain)."""
+
+    audit_max_events: int = Field(100_000, ge=0)
+    """Most audit events kept in the store; the oldest beyond this are pruned (0: none are kept)."""
+
     # --- HTTP -------------------------------------------------------------------------------------------
     max_body_bytes: int = Field(64 * 1024, gt=0)
     """Largest request body accepted, in bytes (413 beyond)."""

@@ -6,7 +6,7 @@ dependency on what is above.
     entry     app, cli, demo, admin, serving, preflight, __main__
     http      broker/http/ (the only Starlette importer in broker/)
     protocol  server, grants/, endpoints/ (Authlib), client_policy (reads the grant registry)
-    domain    components, sessions, throttle, upstream/custody
+    domain    components, sessions, throttle, audit_trail, upstream/custody
     tokens    tokens/
     upstream  upstream/ (capability protocols, the ShotGrid client)
     store     store/, clock
@@ -44,7 +44,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tokens", ("broker.tokens",)),
     (
         "domain",
-        ("broker.components", "broker.sessions", "broker.throttle", "broker.upstream.custody"),
+        (
+            "broker.components",
+            "broker.sessions",
+            "broker.throttle",
+            "broker.audit_trail",
+            "broker.upstream.custody",
+        ),
     ),
     ("protocol", ("broker.server", "broker.grants", "broker.endpoints", "broker.client_policy")),
     ("http", ("broker.http",)),
