@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from broker.audit_trail import FLUSH_INTERVAL
@@ -20,6 +21,7 @@ from broker.components import Components, build_components
 from broker.endpoints.introspection import BrokerIntrospectionEndpoint
 from broker.endpoints.revocation import BrokerRevocationEndpoint
 from broker.grants.registry import GRANTS
+from broker.http.admin_api import admin_routes, http_exception
 from broker.http.browser import browser_routes
 from broker.http.cors import CorsMiddleware
 from broker.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -188,7 +190,8 @@ def create_app(
                 the_store.close()
 
     return Starlette(
-        routes=[*routes, *browser_routes, *service_routes, *ops_routes],
+        routes=[*routes, *browser_routes, *service_routes, *ops_routes, *admin_routes],
+        exception_handlers={HTTPException: http_exception},
         middleware=[
             # Outermost: decides the client address before anything reads it.
             Middleware(

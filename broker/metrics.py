@@ -1,10 +1,11 @@
 """Prometheus metrics of the broker, exposed at `/metrics`.
 
-Fed from three places: the request middleware (`observe_request`: requests by endpoint,
+Fed from four places: the request middleware (`observe_request`: requests by endpoint,
 grant type and outcome, latency, tokens issued, throttled logins), the upstream transport
-(`upstream_call`, `circuit_state`) and the audit events (`observe_event`: logins, refresh
-reuse, revoked families, key rotations). Label values are bounded (route templates, known
-grant types and error codes), so garbage requests cannot grow the number of series.
+(`upstream_call`, `circuit_state`), the audit events (`observe_event`: logins, refresh
+reuse, revoked families, key rotations) and the admin API (`admin_action`). Label values
+are bounded (route templates, known grant types and error codes), so garbage requests
+cannot grow the number of series.
 
 Also a constant `broker_build_info{version,python}` and two gauges about the signing key
 (`observe_signing_key`, set when `/metrics` is scraped from the key set the process has
@@ -96,6 +97,12 @@ AUDIT_DROPPED = Counter(
     "broker_audit_events_dropped",
     "Audit events not kept in the store's audit trail because its queue was full "
     "(the store unreachable for long); their log lines were written.",
+)
+ADMIN_ACTIONS = Counter(
+    "broker_admin_actions",
+    "Admin API actions by action and outcome (success, not_found, invalid, conflict, "
+    "unauthenticated, forbidden, rate_limited, unavailable).",
+    ["action", "outcome"],
 )
 
 BUILD_INFO = Gauge(
@@ -234,3 +241,8 @@ def observe_event(event: str, outcome: str, fields: dict[str, object]) -> None:
 
 def audit_dropped() -> None:
     AUDIT_DROPPED.inc()
+
+
+def admin_action(action: str, outcome: str) -> None:
+    """One admin API call; `action` comes from the route, never from the request."""
+    ADMIN_ACTIONS.labels(_bounded(action), _bounded(outcome)).inc()

@@ -168,6 +168,10 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             self._clients[client_id] = (now, record)
         return OAuthClient(record) if record else None
 
+    def forget_client(self, client_id: str) -> None:
+        """Drop a cached registration at once (the admin API changed it in this process)."""
+        self._clients.pop(client_id, None)
+
     def authenticate_client(
         self, request: BrokerRequest, methods: list[str], endpoint: str = "token"
     ) -> OAuthClient:

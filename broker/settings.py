@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     """Length, in seconds, of the failed-login counting windows (a window begins at its first attempt); a throttled attempt's `Retry-After` is what is left of the window that refused it."""
 
     # --- administration ------------------------------------------------------------------------------
+    admin_rate_limit: int = Field(120, ge=1)
+    """Admin API calls per minute allowed per client address and per admin client (429 beyond)."""
+
     audit_retention: int = Field(30 * 86400, ge=0)
     """Seconds the audit events the admin API shows (sign-ins, session ends, revocations, key and admin events) are kept in the store (0: none are kept; the log lines remain)."""
 

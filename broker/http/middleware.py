@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.grants import registry
+from broker.http.problems import PROBLEM_JSON, problem, under_admin_api
 from broker.logs import get_logger
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -208,12 +209,22 @@ class BodyTooLargeError(Exception):
     """Raised from `receive` when a body passes the bound; turned into 413 below."""
 
 
-def too_large_response_parts() -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    body = json.dumps(
-        {"error": "invalid_request", "error_description": "The request body is too large."}
-    ).encode()
+def too_large_response_parts(path: str = "") -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """413 in the shape of the API asked: RFC 6749 §5.2 JSON, or an RFC 7807 problem under
+    the admin API."""
+    content_type = b"application/json"
+    fields: dict[str, object] = {
+        "error": "invalid_request",
+        "error_description": "The request body is too large.",
+    }
+    if under_admin_api(path):
+        content_type = PROBLEM_JSON.encode()
+        fields = problem(
+            "too-large", "Request body too large", 413, "The request body is too large."
+        )
+    body = json.dumps(fields).encode()
     headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
         (b"pragma", b"no-cache"),
@@ -241,7 +252,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0  # the route's own parsing refuses it as invalid_request
                 if declared > self.limit:
-                    await self._refuse(send)
+                    await self._refuse(scope, send)
                     return
         received = 0
         started = False
@@ -266,9 +277,9 @@ class BodyLimitMiddleware:
         except BodyTooLargeError:
             if started:
                 raise
-            await self._refuse(send)
+            await self._refuse(scope, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body, headers = too_large_response_parts()
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        body, headers = too_large_response_parts(scope.get("path", ""))
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -146,9 +146,22 @@ def test_origins_refused(origin: str) -> None:
     assert (err.field, err.error) == ("allowed_origins", "invalid_client_metadata")
 
 
-@pytest.mark.parametrize("scopes", [("openid",), KNOWN_SCOPES, ("email", "offline_access")])
+USER_SCOPES = tuple(s for s in KNOWN_SCOPES if s != "admin")
+
+
+@pytest.mark.parametrize("scopes", [("openid",), USER_SCOPES, ("email", "offline_access")])
 def test_scopes_accepted(scopes: tuple[str, ...]) -> None:
     check_client(replace(WEB, scopes=scopes), LIMITS)
+
+
+def test_the_admin_right_needs_a_confidential_client_credentials_client() -> None:
+    check_client(replace(BACKEND, scopes=KNOWN_SCOPES), LIMITS)
+    for record in (
+        replace(WEB, scopes=("openid", "admin")),  # public
+        replace(BACKEND, scopes=("admin",), grant_types=(TOKEN_EXCHANGE,)),  # no such grant
+    ):
+        err = refused(record)
+        assert (err.field, err.error) == ("scopes", "invalid_client_metadata")
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,9 @@ layer or below, and there is no import cycle. Every import counts, also those in
 functions and under TYPE_CHECKING: a lazy import that runs back up the layers is still a
 dependency on what is above.
 
-    entry     app, cli, demo, admin, serving, preflight, __main__
+    entry     app, cli, demo, serving, __main__
     http      broker/http/ (the only Starlette importer in broker/)
+    operations admin (the key and client actions), admin_actions (the admin API's), preflight
     protocol  server, grants/, endpoints/ (Authlib), client_policy (reads the grant registry)
     domain    components, sessions, throttle, audit_trail, upstream/custody
     tokens    tokens/
@@ -53,19 +54,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("protocol", ("broker.server", "broker.grants", "broker.endpoints", "broker.client_policy")),
+    ("operations", ("broker.admin", "broker.admin_actions", "broker.preflight")),
     ("http", ("broker.http",)),
-    (
-        "entry",
-        (
-            "broker.app",
-            "broker.cli",
-            "broker.demo",
-            "broker.admin",
-            "broker.serving",
-            "broker.preflight",
-            "broker.__main__",
-        ),
-    ),
+    ("entry", ("broker.app", "broker.cli", "broker.demo", "broker.serving", "broker.__main__")),
 ]
 
 
