@@ -225,7 +225,8 @@ def perform(
         metrics.store_error("admin")
         log.warning("admin API: store unavailable (%s)", exc.__class__.__name__)
         raise Unavailable(
-            "The token store is not reachable right now; nothing was changed. Try again shortly."
+            "The token store is not reachable right now. Try again shortly (a listing shows "
+            "what a change interrupted by the outage did)."
         ) from None
     finally:
         metrics.admin_action(action, outcome)
@@ -244,6 +245,9 @@ def acting(admin: Admin, action: str, **fields: Any) -> Iterator[dict[str, Any]]
         raise
     except StoreError:
         outcome = "unavailable"
+        raise
+    except BaseException:
+        outcome = "error"
         raise
     finally:
         audit("admin", outcome=outcome, action=action, admin=admin.actor, ip=admin.ip, **details)
