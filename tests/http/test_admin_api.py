@@ -14,10 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.store import StoreUnavailable
-from tests.support.broker import RunningBroker, broker_with_emulator
+from broker.app import create_app
+from broker.demo import demo_clients
+from shotgrid_emulator import ShotGridEmulator
+from tests.support.broker import RunningBroker, broker_settings, broker_with_emulator
 from tests.support.clock import MovableClock
+from tests.support.flaky_store import FlakyStore
 from tests.support.oidc import Flow, login_code
+from tests.support.servers import ServerThread, reserve_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -605,17 +609,12 @@ def test_rate_limit(tmp_path: Path, clock: MovableClock) -> None:
         assert 'broker_admin_actions_total{action="keys_list",outcome="success"}' in metrics
 
 
-def test_store_down_is_503(tmp_path: Path, clock: MovableClock) -> None:
-    from broker.app import create_app
-    from broker.demo import demo_clients
-    from shotgrid_emulator import ShotGridEmulator
-    from tests.support.broker import broker_settings
-    from tests.support.flaky_store import FlakyStore
-    from tests.support.servers import ServerThread, free_port
-
+@pytest.fixture
+def flaky(tmp_path: Path, clock: MovableClock) -> Iterator[tuple[str, FlakyStore]]:
+    """A broker whose store can be switched off (tests/support/flaky_store.py)."""
     emu = ShotGridEmulator.default(clock=clock)
     site = ServerThread(emu.app).start()
-    port = free_port()
+    port = reserve_port()
     settings = broker_settings(tmp_path, site.url, port)
     store = FlakyStore(settings.store_url or "")
     app = create_app(
@@ -623,17 +622,21 @@ def test_store_down_is_503(tmp_path: Path, clock: MovableClock) -> None:
     )  # type: ignore[arg-type]
     server = ServerThread(app, port=port).start()
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            api = Api(http, admin_token(http))
-            store.down = True
-            for method, path in ROUTES:
-                response = api.call(method, path, json={"grant_types": ["password"]})
-                assert_problem(response, 503)
-                assert int(response.headers["retry-after"]) > 0
-            store.down = False
-            api.ok("GET", "/clients")
+        yield f"http://127.0.0.1:{port}", store
     finally:
         server.stop()
         site.stop()
         store.inner.close()
-    assert StoreUnavailable  # the fault the flaky store raises
+
+
+def test_store_down_is_503(flaky: tuple[str, FlakyStore]) -> None:
+    url, store = flaky
+    with httpx.Client(base_url=url, timeout=10) as http:
+        api = Api(http, admin_token(http))
+        store.down = True
+        for method, path in ROUTES:
+            response = api.call(method, path, json={"grant_types": ["password"]})
+            assert_problem(response, 503)
+            assert int(response.headers["retry-after"]) > 0
+        store.down = False
+        api.ok("GET", "/clients")
