@@ -591,9 +591,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_VALUED_OPTIONS = frozenset({"--data-dir", "--config"})
+
+
+def _kid_as_positional(argv: Sequence[str]) -> list[str]:
+    """`keys retire KID`: kids are base64url, so one may begin with '-', which argparse
+    would take for an unknown option. The first bare word after `retire` is the kid: pass
+    it after `--` so it is read as one."""
+    args = list(argv)
+    try:
+        start = args.index("retire", args.index("keys")) + 1
+    except ValueError:
+        return args
+    i = start
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            return args
+        if token.split("=", 1)[0] in _VALUED_OPTIONS:
+            i += 1 if "=" in token else 2
+            continue
+        if token in ("-h", "--help"):
+            return args
+        if token.startswith("-") and len(token) > 1:
+            return [*args[:i], *args[i + 1 :], "--", token]
+        return args
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_kid_as_positional(sys.argv[1:] if argv is None else argv))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -348,3 +348,27 @@ def test_a_busy_port_leaves_nothing_behind(world: World) -> None:
     result = run(world, ["serve", "--port", str(world.busy_port)], world.serve_env)
     assert result.returncode == 2
     assert "startup complete" not in result.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["keys", "retire", "-AbC_1"], ["keys", "retire", "--", "-AbC_1"]),
+        (
+            ["keys", "retire", "--data-dir", "d", "-x"],
+            ["keys", "retire", "--data-dir", "d", "--", "-x"],
+        ),
+        (["keys", "retire", "--data-dir=d", "-x"], ["keys", "retire", "--data-dir=d", "--", "-x"]),
+        (["keys", "retire", "plain-kid"], ["keys", "retire", "plain-kid"]),
+        (["keys", "retire", "--", "-x"], ["keys", "retire", "--", "-x"]),
+        (["keys", "retire", "--help"], ["keys", "retire", "--help"]),
+        (["clients", "remove", "-x"], ["clients", "remove", "-x"]),
+    ],
+)
+def test_a_kid_may_begin_with_a_dash(argv: list[str], expected: list[str]) -> None:
+    """Kids are base64url: `keys retire -AbC...` names a kid, not an option."""
+    from broker.cli import _kid_as_positional, build_parser
+
+    assert _kid_as_positional(argv) == expected
+    if "--help" not in argv and argv[0] == "keys":
+        assert build_parser().parse_args(expected).kid == argv[-1]
