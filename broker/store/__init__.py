@@ -31,13 +31,16 @@ from typing import Protocol
 
 from broker.store.records import (
     SCHEMA_VERSION,
+    USER_AGENT_MAX,
     AlreadyClaimed,
+    AppSessionRecord,
     AuditRecord,
     AuthCodeRecord,
     Claim,
     Claimed,
     ClientRecord,
     CounterWindow,
+    DeviceCodeRecord,
     FamilyRecord,
     KeyRecord,
     KeyState,
@@ -265,6 +268,60 @@ class AuditStore(Protocol):
         """Delete expired events, then all but the newest `keep` (0: all). How many went."""
 
 
+class AppSessionStore(Protocol):
+    """ShotGrid App Session Launcher sign-ins in progress (`AppSessionRecord`). The rules
+    (pace, expiry, binding) live in `broker.signin.launcher`; these are its storage and
+    its compare-and-swaps."""
+
+    def create_app_session(self, record: AppSessionRecord) -> None:
+        """AlreadyExists on a duplicate handle_hash."""
+
+    def get_app_session(self, handle_hash: str) -> AppSessionRecord | None:
+        """Returned whatever its state or expiry (callers judge)."""
+
+    def claim_app_session_poll(self, handle_hash: str, now: datetime, until: datetime) -> bool:
+        """Atomically: if the record's `next_poll_at` <= `now`, set it to `until` and
+        return True (the caller may poll ShotGrid once); else False. False if unknown."""
+
+    def set_app_session_state(
+        self, handle_hash: str, expected: str, state: str, session_token: bytes | None
+    ) -> bool:
+        """Atomically: if the record's state is `expected`, set `state` and
+        `session_token` (None clears it) and return True; else False."""
+
+
+class DeviceCodeStore(Protocol):
+    """RFC 8628 device authorizations (`DeviceCodeRecord`), stored by the codes' hashes.
+    The rules (expiry, `slow_down`, who may approve) live in `broker.tokens.device` and
+    the grant; these are storage and compare-and-swaps."""
+
+    def create_device_code(self, record: DeviceCodeRecord) -> None:
+        """AlreadyExists when the device code hash or the user code hash is taken."""
+
+    def get_device_code(self, device_code_hash: str) -> DeviceCodeRecord | None: ...
+
+    def get_device_code_by_user_code(self, user_code_hash: str) -> DeviceCodeRecord | None: ...
+
+    def decide_device_code(self, user_code_hash: str, status: str, sid: str, now: datetime) -> bool:
+        """Atomically: if the record is `pending`, set `status` (approved or denied), the
+        deciding session and `decided_at`; else False (already decided, or unknown)."""
+
+    def touch_device_poll(
+        self,
+        device_code_hash: str,
+        expected_last_poll_at: datetime | None,
+        now: datetime,
+        interval: int,
+    ) -> bool:
+        """Compare-and-swap of the poll pace: if `last_poll_at` is still
+        `expected_last_poll_at` (None: never polled), set it to `now` and `interval` to
+        `interval`; else False (a concurrent poll came first)."""
+
+    def redeem_device_code(self, device_code_hash: str, now: datetime) -> bool:
+        """Atomically: if the record is `approved`, mark it `used` and return True; else
+        False. Exactly one of concurrent redemptions wins (single use)."""
+
+
 class Store(
     ClientStore,
     SessionStore,
@@ -277,6 +334,8 @@ class Store(
     DenylistStore,
     SessionAdminStore,
     AuditStore,
+    AppSessionStore,
+    DeviceCodeStore,
     Protocol,
 ):
     """Everything a backend implements: every concern above, plus its lifecycle."""
@@ -288,7 +347,8 @@ class Store(
 
     def gc(self, now: datetime) -> int:
         """Delete expired rows (sessions, families, tokens, codes, counters, denylist,
-        dropped keys, upstream tokens past their refresh expiry). Returns rows removed."""
+        dropped keys, upstream tokens past their refresh expiry, app session and device
+        records past their `purge_at`). Returns rows removed."""
 
 
 StoreFactory = Callable[[str], Store]
@@ -320,8 +380,11 @@ def _load_builtin(scheme: str) -> None:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "USER_AGENT_MAX",
     "AlreadyClaimed",
     "AlreadyExists",
+    "AppSessionRecord",
+    "AppSessionStore",
     "AuditRecord",
     "AuditStore",
     "AuthCodeRecord",
@@ -333,6 +396,8 @@ __all__ = [
     "CounterStore",
     "CounterWindow",
     "DenylistStore",
+    "DeviceCodeRecord",
+    "DeviceCodeStore",
     "FamilyRecord",
     "FamilyStarter",
     "KeyRecord",

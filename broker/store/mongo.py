@@ -52,12 +52,14 @@ from broker.store._codec import StoredFormError, from_doc, key_range, to_doc, up
 from broker.store.records import (
     SCHEMA_VERSION,
     AlreadyClaimed,
+    AppSessionRecord,
     AuditRecord,
     AuthCodeRecord,
     Claim,
     Claimed,
     ClientRecord,
     CounterWindow,
+    DeviceCodeRecord,
     FamilyRecord,
     KeyRecord,
     KeyState,
@@ -92,6 +94,8 @@ _EXPIRING = (
     "leases",
     "keys",
     "audit_events",
+    "app_sessions",
+    "device_codes",
 )
 
 
@@ -204,6 +208,8 @@ class MongoStore:
         self._counters: Collection[Doc] = c["counters"]
         self._denylist: Collection[Doc] = c["denylist"]
         self._audit: Collection[Doc] = c["audit_events"]
+        self._app_sessions: Collection[Doc] = c["app_sessions"]
+        self._device_codes: Collection[Doc] = c["device_codes"]
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -228,6 +234,13 @@ class MongoStore:
             _create_index(self._sessions, "index", "login", name="login")
             _create_index(self._audit, "index", [("login", 1), ("_id", -1)], name="login")
             _create_index(self._audit, "index", [("event", 1), ("_id", -1)], name="event")
+            _create_index(
+                self._device_codes,
+                "unique index",
+                "user_code_hash",
+                name="user_code_hash_unique",
+                unique=True,
+            )
             for name in _EXPIRING:
                 _create_index(
                     self._db[name],
@@ -273,6 +286,8 @@ class MongoStore:
         removed += self._keys.delete_many(
             {"state": KeyState.RETIRED.value, "drop_after": {"$lte": now}}
         ).deleted_count
+        for collection in (self._app_sessions, self._device_codes):
+            removed += collection.delete_many({"purge_at": {"$lte": now}}).deleted_count
         return removed
 
     # --- clients -------------------------------------------------------------------------
@@ -587,6 +602,68 @@ class MongoStore:
         if doc is None or doc["expires_at"] <= now:
             return None, False
         return from_doc(AuthCodeRecord, doc), False
+
+    # --- App Session Launcher sign-ins ------------------------------------------------------------
+    def create_app_session(self, record: AppSessionRecord) -> None:
+        self._insert(self._app_sessions, _doc(record, "handle_hash", record.purge_at))
+
+    def get_app_session(self, handle_hash: str) -> AppSessionRecord | None:
+        return _opt(AppSessionRecord, self._app_sessions.find_one({"_id": handle_hash}))
+
+    def claim_app_session_poll(self, handle_hash: str, now: datetime, until: datetime) -> bool:
+        result = self._app_sessions.update_one(
+            {"_id": handle_hash, "next_poll_at": {"$lte": ms(now)}},
+            {"$set": {"next_poll_at": ms(until)}},
+        )
+        return result.modified_count > 0
+
+    def set_app_session_state(
+        self, handle_hash: str, expected: str, state: str, session_token: bytes | None
+    ) -> bool:
+        result = self._app_sessions.update_one(
+            {"_id": handle_hash, "state": expected},
+            {"$set": {"state": state, "session_token": session_token}},
+        )
+        return result.matched_count > 0
+
+    # --- device authorizations -------------------------------------------------------------------
+    def create_device_code(self, record: DeviceCodeRecord) -> None:
+        self._insert(self._device_codes, _doc(record, "device_code_hash", record.purge_at))
+
+    def get_device_code(self, device_code_hash: str) -> DeviceCodeRecord | None:
+        return _opt(DeviceCodeRecord, self._device_codes.find_one({"_id": device_code_hash}))
+
+    def get_device_code_by_user_code(self, user_code_hash: str) -> DeviceCodeRecord | None:
+        doc = self._device_codes.find_one({"user_code_hash": user_code_hash})
+        return _opt(DeviceCodeRecord, doc)
+
+    def decide_device_code(self, user_code_hash: str, status: str, sid: str, now: datetime) -> bool:
+        result = self._device_codes.update_one(
+            {"user_code_hash": user_code_hash, "status": "pending"},
+            {"$set": {"status": status, "sid": sid, "decided_at": ms(now)}},
+        )
+        return result.modified_count > 0
+
+    def touch_device_poll(
+        self,
+        device_code_hash: str,
+        expected_last_poll_at: datetime | None,
+        now: datetime,
+        interval: int,
+    ) -> bool:
+        expected = None if expected_last_poll_at is None else ms(expected_last_poll_at)
+        result = self._device_codes.update_one(
+            {"_id": device_code_hash, "last_poll_at": expected},
+            {"$set": {"last_poll_at": ms(now), "interval": interval}},
+        )
+        return result.modified_count > 0
+
+    def redeem_device_code(self, device_code_hash: str, now: datetime) -> bool:
+        ms(now)  # naive datetimes are refused here as everywhere
+        result = self._device_codes.update_one(
+            {"_id": device_code_hash, "status": "approved"}, {"$set": {"status": "used"}}
+        )
+        return result.modified_count > 0
 
     # --- counters -----------------------------------------------------------------------------
     def reserve(

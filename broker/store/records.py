@@ -48,7 +48,8 @@ class ClientRecord:
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """One login: the password grant or the browser login page created it."""
+    """One sign-in: the password grant, the login page (password, two-factor code or the
+    App Session Launcher) or an approved device created it."""
 
     sid: str
     user_id: int
@@ -71,6 +72,9 @@ class SessionRecord:
     """The client address at sign-in (the device's, for `device`)."""
     user_agent: str | None = None
     """The User-Agent at sign-in, cut to `USER_AGENT_MAX` characters."""
+    upstream_sid: str | None = None
+    """The session whose kept ShotGrid tokens this one uses (custody): a device session
+    uses those of the browser session that approved it."""
 
     @property
     def revoked(self) -> bool:
@@ -79,6 +83,61 @@ class SessionRecord:
 
 USER_AGENT_MAX = 256
 """Longest User-Agent kept on a session (longer ones are cut)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppSessionRecord:
+    """A ShotGrid App Session Launcher sign-in in progress, started by one login page.
+
+    The page holds a random handle (only its hash is the key); the record is bound to the
+    browser and the request that started it (`binding`), carries the ShotGrid request
+    sealed (its id is a bearer capability for the poll), and paces the upstream polls
+    (`next_poll_at`, taken by compare-and-swap)."""
+
+    handle_hash: str
+    binding: str
+    """SHA-256 over the browser's CSRF cookie and the page's continuation."""
+    request: bytes
+    """Sealed JSON `{"id", "url"}` of the ShotGrid app session request."""
+    app_name: str
+    """What ShotGrid shows the person: the site name and a short random code."""
+    created_at: datetime
+    expires_at: datetime
+    """ShotGrid forgets an unapproved request after this (about 300 s)."""
+    next_poll_at: datetime
+    """No upstream poll before this instant; moved forward by whoever polls."""
+    purge_at: datetime
+    """When the record may be deleted (a while after `expires_at`, so a late check can
+    still say "expired" rather than "unknown")."""
+    state: str = "pending"
+    """`pending`, `approved` (ShotGrid answered; its session token waits, sealed, for the
+    exchange), `completed` (a broker session was started), `gone` (denied or expired at
+    ShotGrid), `failed` (ShotGrid refused the account)."""
+    session_token: bytes | None = None
+    """Sealed ShotGrid session token while `approved`; cleared when completed."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCodeRecord:
+    """An RFC 8628 device authorization: both codes are known only by their hashes."""
+
+    device_code_hash: str
+    user_code_hash: str
+    client_id: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime
+    interval: int
+    """Seconds the client must wait between polls; +5 at each `slow_down` (§3.5)."""
+    purge_at: datetime
+    """When the record may be deleted (after `expires_at`, so a late poll still gets
+    `expired_token`)."""
+    last_poll_at: datetime | None = None
+    status: str = "pending"
+    """`pending`, `approved`, `denied`, or `used` (tokens issued: single use)."""
+    sid: str | None = None
+    """The browser session that approved or denied it."""
+    decided_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

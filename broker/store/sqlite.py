@@ -51,12 +51,14 @@ from broker.store._codec import (
 from broker.store.records import (
     SCHEMA_VERSION,
     AlreadyClaimed,
+    AppSessionRecord,
     AuditRecord,
     AuthCodeRecord,
     Claim,
     Claimed,
     ClientRecord,
     CounterWindow,
+    DeviceCodeRecord,
     FamilyRecord,
     KeyRecord,
     KeyState,
@@ -87,6 +89,8 @@ _RECORD_TABLES: dict[str, tuple[type[Any], str, tuple[str, ...]]] = {
     "upstream_tokens": (UpstreamTokenRecord, "key", ('"gc_at" INTEGER',)),
     "codes": (AuthCodeRecord, "code_hash", ()),
     "audit_events": (AuditRecord, "id", ()),
+    "app_sessions": (AppSessionRecord, "handle_hash", ()),
+    "device_codes": (DeviceCodeRecord, "device_code_hash", ()),
 }
 
 _OTHER_DDL = (
@@ -108,6 +112,9 @@ _OTHER_DDL = (
     "CREATE INDEX IF NOT EXISTS audit_events_login ON audit_events (login, id)",
     "CREATE INDEX IF NOT EXISTS audit_events_event ON audit_events (event, id)",
     "CREATE INDEX IF NOT EXISTS audit_events_expiry ON audit_events (expires_at)",
+    "CREATE INDEX IF NOT EXISTS app_sessions_purge ON app_sessions (purge_at)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS device_codes_user_code ON device_codes (user_code_hash)",
+    "CREATE INDEX IF NOT EXISTS device_codes_purge ON device_codes (purge_at)",
 )
 
 
@@ -338,6 +345,8 @@ class SQLiteStore:
             "DELETE FROM leases WHERE expires_at <= :t",
             "DELETE FROM keys WHERE state = 'retired' AND drop_after <= :t",
             "DELETE FROM upstream_tokens WHERE gc_at <= :t",
+            "DELETE FROM app_sessions WHERE purge_at <= :t",
+            "DELETE FROM device_codes WHERE purge_at <= :t",
         )
         removed = 0
         with self._tx() as conn:
@@ -594,6 +603,77 @@ class SQLiteStore:
                 conn.execute("UPDATE codes SET replayed_at = ? WHERE code_hash = ?", (t, code_hash))
                 record = replace(record, replayed_at=ms(now))
             return record, False
+
+    # --- App Session Launcher sign-ins ------------------------------------------------------------
+    def create_app_session(self, record: AppSessionRecord) -> None:
+        self._insert(self._conn(), "app_sessions", record)
+
+    def get_app_session(self, handle_hash: str) -> AppSessionRecord | None:
+        row = self._one("SELECT * FROM app_sessions WHERE handle_hash = ?", (handle_hash,))
+        return None if row is None else from_row(AppSessionRecord, row)
+
+    def claim_app_session_poll(self, handle_hash: str, now: datetime, until: datetime) -> bool:
+        cur = self._conn().execute(
+            "UPDATE app_sessions SET next_poll_at = ? WHERE handle_hash = ? AND next_poll_at <= ?",
+            (to_ms(until), handle_hash, to_ms(now)),
+        )
+        return cur.rowcount > 0
+
+    def set_app_session_state(
+        self, handle_hash: str, expected: str, state: str, session_token: bytes | None
+    ) -> bool:
+        cur = self._conn().execute(
+            "UPDATE app_sessions SET state = ?, session_token = ?"
+            " WHERE handle_hash = ? AND state = ?",
+            (state, session_token, handle_hash, expected),
+        )
+        return cur.rowcount > 0
+
+    # --- device authorizations -------------------------------------------------------------------
+    def create_device_code(self, record: DeviceCodeRecord) -> None:
+        self._insert(self._conn(), "device_codes", record)
+
+    def get_device_code(self, device_code_hash: str) -> DeviceCodeRecord | None:
+        row = self._one(
+            "SELECT * FROM device_codes WHERE device_code_hash = ?", (device_code_hash,)
+        )
+        return None if row is None else from_row(DeviceCodeRecord, row)
+
+    def get_device_code_by_user_code(self, user_code_hash: str) -> DeviceCodeRecord | None:
+        row = self._one("SELECT * FROM device_codes WHERE user_code_hash = ?", (user_code_hash,))
+        return None if row is None else from_row(DeviceCodeRecord, row)
+
+    def decide_device_code(self, user_code_hash: str, status: str, sid: str, now: datetime) -> bool:
+        cur = self._conn().execute(
+            "UPDATE device_codes SET status = ?, sid = ?, decided_at = ?"
+            " WHERE user_code_hash = ? AND status = 'pending'",
+            (status, sid, to_ms(now), user_code_hash),
+        )
+        return cur.rowcount > 0
+
+    def touch_device_poll(
+        self,
+        device_code_hash: str,
+        expected_last_poll_at: datetime | None,
+        now: datetime,
+        interval: int,
+    ) -> bool:
+        # `IS` compares NULL too: "never polled" is a value the swap can expect.
+        cur = self._conn().execute(
+            'UPDATE device_codes SET last_poll_at = ?, "interval" = ?'
+            " WHERE device_code_hash = ? AND last_poll_at IS ?",
+            (to_ms(now), interval, device_code_hash, opt_ms(expected_last_poll_at)),
+        )
+        return cur.rowcount > 0
+
+    def redeem_device_code(self, device_code_hash: str, now: datetime) -> bool:
+        to_ms(now)  # naive datetimes are refused here as everywhere
+        cur = self._conn().execute(
+            "UPDATE device_codes SET status = 'used'"
+            " WHERE device_code_hash = ? AND status = 'approved'",
+            (device_code_hash,),
+        )
+        return cur.rowcount > 0
 
     # --- counters -----------------------------------------------------------------------------
     def reserve(

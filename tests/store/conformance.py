@@ -25,10 +25,12 @@ import pytest
 from broker.sessions import rotate_chain
 from broker.store import AlreadyClaimed, AlreadyExists, Claimed, Store
 from broker.store.records import (
+    AppSessionRecord,
     AuditRecord,
     AuthCodeRecord,
     ClientRecord,
     CounterWindow,
+    DeviceCodeRecord,
     FamilyRecord,
     KeyRecord,
     KeyState,
@@ -167,6 +169,36 @@ def make_upstream(now: datetime, key: str = "session:sid-1", **kw: Any) -> Upstr
     }
     fields.update(kw)
     return UpstreamTokenRecord(**fields)
+
+
+def make_app_session(now: datetime, handle_hash: str = "h-1", **kw: Any) -> AppSessionRecord:
+    fields: dict[str, Any] = {
+        "handle_hash": handle_hash,
+        "binding": "bind-1",
+        "request": b"\x01sealed-request",
+        "app_name": "DNA sign-in 4821",
+        "created_at": now,
+        "expires_at": now + 300 * S,
+        "next_poll_at": now,
+        "purge_at": now + 900 * S,
+    }
+    fields.update(kw)
+    return AppSessionRecord(**fields)
+
+
+def make_device_code(now: datetime, device_hash: str = "dc-1", **kw: Any) -> DeviceCodeRecord:
+    fields: dict[str, Any] = {
+        "device_code_hash": device_hash,
+        "user_code_hash": "uc-" + device_hash,
+        "client_id": "cli",
+        "scope": "openid",
+        "created_at": now,
+        "expires_at": now + 600 * S,
+        "interval": 5,
+        "purge_at": now + H,
+    }
+    fields.update(kw)
+    return DeviceCodeRecord(**fields)
 
 
 class ConformanceBase:
@@ -403,7 +435,138 @@ class CounterConformance(ConformanceBase):
         assert store.read_counter("k", now, window) == CounterWindow(len(kept), now)
 
 
-class StoreConformance(CounterConformance, SessionAdminConformance, AuditConformance):
+class AppSessionConformance(ConformanceBase):
+    """App Session Launcher sign-ins: the poll pace and the state are compare-and-swaps."""
+
+    def test_app_session_round_trip(self, store: Store, now: datetime) -> None:
+        record = make_app_session(now, session_token=None)
+        store.create_app_session(record)
+        assert store.get_app_session("h-1") == record
+        assert store.get_app_session("nope") is None
+        with pytest.raises(AlreadyExists):
+            store.create_app_session(make_app_session(now))
+
+    def test_claim_poll_paces(self, store: Store, now: datetime) -> None:
+        store.create_app_session(make_app_session(now))
+        assert store.claim_app_session_poll("h-1", now, now + 2 * S) is True
+        assert store.claim_app_session_poll("h-1", now + S, now + 3 * S) is False
+        stored = store.get_app_session("h-1")
+        assert stored is not None and stored.next_poll_at == now + 2 * S
+        assert store.claim_app_session_poll("h-1", now + 2 * S, now + 4 * S) is True
+        assert store.claim_app_session_poll("unknown", now, now + S) is False
+
+    def test_state_swap(self, store: Store, now: datetime) -> None:
+        store.create_app_session(make_app_session(now))
+        assert store.set_app_session_state("h-1", "approved", "completed", None) is False
+        assert store.set_app_session_state("h-1", "pending", "approved", b"\x02tok") is True
+        stored = store.get_app_session("h-1")
+        assert stored is not None and stored.state == "approved"
+        assert stored.session_token == b"\x02tok"
+        assert store.set_app_session_state("h-1", "approved", "completed", None) is True
+        stored = store.get_app_session("h-1")
+        assert stored is not None and stored.state == "completed"
+        assert stored.session_token is None
+        assert store.set_app_session_state("h-1", "approved", "completed", None) is False
+
+    def test_race_claim_poll_one_winner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        store.create_app_session(make_app_session(now))
+        wins = race(8, lambda i: store.claim_app_session_poll("h-1", now, now + 2 * S))
+        assert wins.count(True) == 1
+
+    def test_race_state_one_winner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        store.create_app_session(make_app_session(now, state="approved"))
+        wins = race(8, lambda i: store.set_app_session_state("h-1", "approved", "completed", None))
+        assert wins.count(True) == 1
+
+
+class DeviceCodeConformance(ConformanceBase):
+    """RFC 8628 device authorizations: decisions, the poll pace and redemption are
+    compare-and-swaps; both codes are unique."""
+
+    def test_device_code_round_trip(self, store: Store, now: datetime) -> None:
+        record = make_device_code(now)
+        store.create_device_code(record)
+        assert store.get_device_code("dc-1") == record
+        assert store.get_device_code_by_user_code("uc-dc-1") == record
+        assert store.get_device_code("nope") is None
+        assert store.get_device_code_by_user_code("nope") is None
+        with pytest.raises(AlreadyExists):
+            store.create_device_code(make_device_code(now))
+        with pytest.raises(AlreadyExists):  # a user code collision
+            store.create_device_code(make_device_code(now, "dc-2", user_code_hash="uc-dc-1"))
+
+    def test_decide_once(self, store: Store, now: datetime) -> None:
+        store.create_device_code(make_device_code(now))
+        assert store.decide_device_code("uc-dc-1", "approved", "sid-9", now + S) is True
+        assert store.decide_device_code("uc-dc-1", "denied", "sid-8", now + 2 * S) is False
+        stored = store.get_device_code("dc-1")
+        assert stored is not None
+        assert (stored.status, stored.sid, stored.decided_at) == ("approved", "sid-9", now + S)
+        assert store.decide_device_code("unknown", "approved", "sid", now) is False
+
+    def test_touch_poll_is_a_swap(self, store: Store, now: datetime) -> None:
+        store.create_device_code(make_device_code(now))
+        assert store.touch_device_poll("dc-1", now, now + S, 5) is False  # never polled yet
+        assert store.touch_device_poll("dc-1", None, now + S, 5) is True
+        assert store.touch_device_poll("dc-1", None, now + 2 * S, 10) is False
+        assert store.touch_device_poll("dc-1", now + S, now + 2 * S, 10) is True
+        stored = store.get_device_code("dc-1")
+        assert stored is not None
+        assert (stored.last_poll_at, stored.interval) == (now + 2 * S, 10)
+
+    def test_redeem_once_and_only_approved(self, store: Store, now: datetime) -> None:
+        store.create_device_code(make_device_code(now))
+        assert store.redeem_device_code("dc-1", now) is False  # still pending
+        store.decide_device_code("uc-dc-1", "approved", "sid-1", now)
+        assert store.redeem_device_code("dc-1", now) is True
+        assert store.redeem_device_code("dc-1", now) is False
+        stored = store.get_device_code("dc-1")
+        assert stored is not None and stored.status == "used"
+
+    def test_race_redeem_one_winner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        store.create_device_code(make_device_code(now, status="approved", sid="sid-1"))
+        wins = race(8, lambda i: store.redeem_device_code("dc-1", now))
+        assert wins.count(True) == 1
+
+    def test_race_touch_one_winner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        store.create_device_code(make_device_code(now))
+        wins = race(8, lambda i: store.touch_device_poll("dc-1", None, now + S, 5))
+        assert wins.count(True) == 1
+
+    def test_race_decide_one_winner(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        store.create_device_code(make_device_code(now))
+        wins = race(
+            8,
+            lambda i: store.decide_device_code(
+                "uc-dc-1", "approved" if i % 2 else "denied", f"sid-{i}", now
+            ),
+        )
+        assert wins.count(True) == 1
+
+    def test_gc_purges_app_sessions_and_device_codes(self, store: Store, now: datetime) -> None:
+        store.create_app_session(make_app_session(now, "live-a", purge_at=now + H))
+        store.create_app_session(make_app_session(now, "dead-a", purge_at=now + S))
+        store.create_device_code(make_device_code(now, "live-d", purge_at=now + H))
+        store.create_device_code(make_device_code(now, "dead-d", purge_at=now + S))
+        assert store.gc(now + S) == 2
+        assert store.get_app_session("live-a") is not None
+        assert store.get_app_session("dead-a") is None
+        assert store.get_device_code("live-d") is not None
+        assert store.get_device_code("dead-d") is None
+
+
+class StoreConformance(
+    CounterConformance,
+    SessionAdminConformance,
+    AuditConformance,
+    AppSessionConformance,
+    DeviceCodeConformance,
+):
     """Every concern: subclass and override `store` to yield a fresh, empty store."""
 
     def setup_rotation(self, store: Store, now: datetime) -> RefreshTokenRecord:
@@ -452,6 +615,17 @@ class StoreConformance(CounterConformance, SessionAdminConformance, AuditConform
         store.create_session(session)
         store.create_session(make_session(now, sid="sid-2"))
         assert store.get_session("sid-1") == session
+        assert store.get_session("sid-1").auth_method == "password"  # type: ignore[union-attr]
+        device = make_session(
+            now,
+            sid="sid-3",
+            auth_method="device",
+            client_ip="10.0.0.9",
+            user_agent="token-broker-login/1",
+            upstream_sid="sid-1",
+        )
+        store.create_session(device)
+        assert store.get_session("sid-3") == device
         assert store.get_session("nope") is None
         assert store.get_session_by_cookie("cookie-h") == session
         assert store.get_session_by_cookie("other") is None

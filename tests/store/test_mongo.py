@@ -196,6 +196,9 @@ def test_reads_documents_of_an_older_schema(mock_client: Any) -> None:
         expires_at=now + timedelta(hours=1),
         last_checked_at=now,
     )
+    old_session = store.get_session("s")
+    assert old_session is not None and old_session.auth_method == "password"
+    assert old_session.client_ip is None and old_session.user_agent is None
     assert store.list_keys() == [
         KeyRecord(
             kid="k", alg="RS256", state=KeyState.CURRENT, private_jwk=b"\x00ct", created_at=now
@@ -254,11 +257,15 @@ def test_indexes(mock_client: Any) -> None:
         "leases",
         "keys",
         "audit_events",
+        "app_sessions",
+        "device_codes",
     ):
         ttl = db[name].index_information()["ttl"]
         assert ttl["key"] == [("expire_at", 1)] and ttl["expireAfterSeconds"] == 0
     cookie = db.sessions.index_information()["cookie_hash_unique"]
     assert cookie["unique"] is True
+    user_code = db.device_codes.index_information()["user_code_hash_unique"]
+    assert user_code["unique"] is True
     store.close()
 
 

@@ -70,6 +70,30 @@ def test_reads_rows_of_an_older_schema(tmp_path: Path) -> None:
     store.close()
 
 
+def test_reads_session_rows_from_before_sign_in_methods(tmp_path: Path) -> None:
+    """Sessions written before `auth_method`, `client_ip`, `user_agent` and `upstream_sid`
+    existed read as password sign-ins with nothing recorded."""
+    path = tmp_path / "old-sessions.db"
+    raw = sqlite3.connect(path)
+    raw.execute(
+        'CREATE TABLE sessions ("sid" TEXT PRIMARY KEY NOT NULL, "user_id", "login", "email",'
+        ' "name", "auth_time" INTEGER, "expires_at" INTEGER, "last_checked_at" INTEGER,'
+        ' "revoked_at" INTEGER, "cookie_hash", "schema" INTEGER)'
+    )
+    raw.execute(
+        "INSERT INTO sessions VALUES ('old', 7, 'bob', 'b@x', 'Bob', 1000, 999999999999, 1000,"
+        " NULL, NULL, 1)"
+    )
+    raw.commit()
+    raw.close()
+    store = SQLiteStore(path)
+    session = store.get_session("old")
+    assert session is not None and session.login == "bob"
+    assert session.auth_method == "password"
+    assert (session.client_ip, session.user_agent, session.upstream_sid) == (None, None, None)
+    store.close()
+
+
 def test_refuses_a_newer_schema(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "n.db").close()
     with sqlite3.connect(tmp_path / "n.db") as raw:
