@@ -56,16 +56,20 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 #: Secret-bearing URL parameters (`Location: ...?code=...` in an HTTP library's debug line).
 _URL_PARAM = re.compile(
     r"(?i)([?&#](?:code|access_token|refresh_token|id_token|token|client_secret|password"
-    r"|code_verifier|subject_token)=)[^&#\s'\"]+"
+    r"|code_verifier|subject_token|user_code|device_code|session_token|auth_token"
+    r"|sticky_id)=)[^&#\s'\"]+"
 )
+#: A ShotGrid App Session Launcher request id in a path (httpx's request lines): whoever
+#: holds it may collect the session token once a person approves.
+_APP_SESSION_PATH = re.compile(r"(app_session_request/)[^/?#\s'\"]+")
 #: Raw header tuples as httpcore logs them at debug level: (b'set-cookie', b'...').
 _HEADER_TUPLE = re.compile(
     r"(?i)(\(b?['\"](?:set-cookie|cookie|authorization|proxy-authorization)['\"],\s*b?['\"])"
     r"[^'\"]*"
 )
-#: Matches wherever one of the four patterns above could start; a string it does not match
-#: (most log values: ids, paths, addresses) skips the four substitutions.
-_SUSPECT = re.compile(r"eyJ|(?i:bearer|basic)\s|=|\([bB]?['\"]")
+#: Matches wherever one of the five patterns above could start; a string it does not match
+#: (most log values: ids, paths, addresses) skips the five substitutions.
+_SUSPECT = re.compile(r"eyJ|(?i:bearer|basic)\s|=|\([bB]?['\"]|app_session_request/")
 _MIN_SECRET_LENGTH = 8
 
 _registered: set[str] = set()
@@ -85,6 +89,7 @@ def redact_text(text: str) -> str:
         text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
         text = _URL_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
         text = _HEADER_TUPLE.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _APP_SESSION_PATH.sub(lambda m: m.group(1) + REDACTED, text)
     for secret in _registered:
         if secret in text:
             text = text.replace(secret, REDACTED)

@@ -58,6 +58,54 @@ class LoginResult:
     tokens: UpstreamTokens
 
 
+@dataclass(frozen=True, slots=True)
+class SiteInfo:
+    """What `GET /api/v1` says about how people sign in to the site (research §1.5)."""
+
+    app_session_launcher: bool
+    """`authentication_app_session_launcher_enabled`."""
+    authentication_method: str
+    """`user_authentication_method`: `default`, `ldap`, `saml2` (SSO) or `oxygen`
+    (Autodesk Identity)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppSessionStarted:
+    """An App Session Launcher request (research §6): its id is a bearer capability for
+    the poll, `url` is where a person approves it."""
+
+    request_id: str
+    url: str
+
+    def __repr__(self) -> str:
+        return "AppSessionStarted(request_id=***, url=***)"
+
+
+@dataclass(frozen=True, slots=True)
+class AppSessionPending:
+    """Nobody has approved the request yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppSessionApproved:
+    """Approved: ShotGrid hands the session token out once."""
+
+    session_token: str
+    login: str
+
+    def __repr__(self) -> str:
+        return f"AppSessionApproved(login={self.login!r}, session_token=***)"
+
+
+@dataclass(frozen=True, slots=True)
+class AppSessionGone:
+    """ShotGrid no longer knows the request: denied, expired (about 300 s), already
+    handed out, or never existed; the site does not say which (404)."""
+
+
+AppSessionPoll = AppSessionPending | AppSessionApproved | AppSessionGone
+
+
 class UpstreamError(Exception):
     """Base of every upstream failure. Messages are safe to log: they never hold a secret."""
 
@@ -76,6 +124,14 @@ class TwoFactorRequired(UpstreamError):
 
 class SsoRequired(UpstreamError):
     """The user (or site) signs in through SSO/Autodesk Identity only; no legacy password."""
+
+
+class InvalidTwoFactorCode(InvalidCredentials):
+    """The password was right but the two-factor code was wrong or already used."""
+
+
+class AppSessionLauncherDisabled(UpstreamError):
+    """The site has the App Session Launcher turned off (403 to a new request)."""
 
 
 class UpstreamTokenRejected(UpstreamError):
@@ -143,8 +199,46 @@ class SudoUpstream(Protocol):
         ...
 
 
+class SiteUpstream(Protocol):
+    def site_info(self) -> SiteInfo:
+        """How people sign in to the site (no authentication needed)."""
+        ...
+
+
+class SessionTokenUpstream(Protocol):
+    def session_login(self, session_token: str, login: str) -> LoginResult:
+        """Exchange a ShotGrid web/api3 session token for a REST token pair (the REST
+        `session_token` grant) and read the HumanUser `login` with it."""
+        ...
+
+
+class TwoFactorUpstream(SessionTokenUpstream, Protocol):
+    def two_factor_login(self, login: str, password: str, code: str) -> LoginResult:
+        """Legacy Login with a two-factor code: api3 `get_session_token` with `auth_token`
+        (research §3.2), then `session_login`. InvalidTwoFactorCode for a wrong code.
+        The password and the code live only on the stack of this call."""
+        ...
+
+
+class AppSessionUpstream(SiteUpstream, SessionTokenUpstream, Protocol):
+    def create_app_session(self, app_name: str, machine_id: str) -> AppSessionStarted:
+        """Start an App Session Launcher request (AppSessionLauncherDisabled when off)."""
+        ...
+
+    def poll_app_session(self, request_id: str) -> AppSessionPoll:
+        """Poll a request once (callers pace themselves: at most every 2 s)."""
+        ...
+
+
 class Upstream(
-    PasswordUpstream, RefreshUpstream, DirectoryUpstream, GroupUpstream, SudoUpstream, Protocol
+    PasswordUpstream,
+    RefreshUpstream,
+    DirectoryUpstream,
+    GroupUpstream,
+    SudoUpstream,
+    TwoFactorUpstream,
+    AppSessionUpstream,
+    Protocol,
 ):
     """Every capability: what the broker's wiring holds (the real client)."""
 
@@ -152,19 +246,31 @@ class Upstream(
 
 
 __all__ = [
+    "AppSessionApproved",
+    "AppSessionGone",
+    "AppSessionLauncherDisabled",
+    "AppSessionPending",
+    "AppSessionPoll",
+    "AppSessionStarted",
+    "AppSessionUpstream",
     "DirectoryUpstream",
     "GroupUpstream",
     "Identity",
     "InactiveUser",
     "InvalidCredentials",
+    "InvalidTwoFactorCode",
     "LoginResult",
     "Membership",
     "PasswordUpstream",
     "RefreshUpstream",
+    "SessionTokenUpstream",
+    "SiteInfo",
+    "SiteUpstream",
     "SsoRequired",
     "SudoRefused",
     "SudoUpstream",
     "TwoFactorRequired",
+    "TwoFactorUpstream",
     "UnknownUser",
     "Upstream",
     "UpstreamError",

@@ -111,6 +111,10 @@ def operation_of(request: httpx.Request) -> str:
         return "human_user_read"
     if path.rstrip("/").endswith("/api/v1"):
         return "site_info"
+    if path.endswith("/api3/json"):
+        return "api3"
+    if "/internal_api/app_session_request" in path:
+        return "app_session"
     return "other"
 
 

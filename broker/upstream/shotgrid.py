@@ -1,4 +1,6 @@
-"""The real ShotGrid client: REST `POST /api/v1/auth/access_token` and HumanUser reads.
+"""The real ShotGrid client: REST `POST /api/v1/auth/access_token` and HumanUser reads,
+site info, the App Session Launcher (research §6) and api3 `get_session_token` for
+two-factor codes (research §3.2).
 
 Implements the capability protocols of `broker.upstream` over one pooled, keep-alive
 `httpx.Client` per site. Synchronous on purpose: the broker's core runs on worker threads
@@ -11,6 +13,11 @@ Secrets: the user's password is put in one form dict, sent, and the dict is clea
 no frame or exception kept after the call (a traceback in a log, say) still references
 it. Exceptions are raised outside `except` blocks so they carry no httpx context (whose
 request object would hold the form body).
+
+Two-factor codes go over api3 JSON-RPC with httpx rather than through `shotgun_api3`: it
+is one POST whose wire format research §3.2 recorded, and this client already brings the
+circuit breaker, timeouts, metrics and secret hygiene, which `shotgun_api3` (httplib2, its
+own retries, an `info` call at construction) would sidestep.
 """
 
 from __future__ import annotations
@@ -21,15 +28,24 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from broker.upstream import (
+    AppSessionApproved,
+    AppSessionGone,
+    AppSessionLauncherDisabled,
+    AppSessionPending,
+    AppSessionPoll,
+    AppSessionStarted,
     Identity,
     InactiveUser,
     InvalidCredentials,
+    InvalidTwoFactorCode,
     LoginResult,
     Membership,
+    SiteInfo,
     SsoRequired,
     SudoRefused,
     TwoFactorRequired,
@@ -42,6 +58,9 @@ from broker.upstream import (
 )
 
 TOKEN_PATH = "/api/v1/auth/access_token"
+SITE_INFO_PATH = "/api/v1"
+API3_PATH = "/api3/json"
+APP_SESSION_PATH = "/internal_api/app_session_request"
 USER_FIELDS = "login,name,email,sg_status_list"
 GROUP_FIELDS = USER_FIELDS + ",permission_rule_set"
 SCRIPT_TOKEN_MARGIN = timedelta(seconds=60)
@@ -53,9 +72,8 @@ def _utcnow() -> datetime:
 
 
 class ShotGridClient:
-    """One ShotGrid site. Satisfies PasswordUpstream, RefreshUpstream, DirectoryUpstream,
-    GroupUpstream and SudoUpstream. Create once per site and `close()` on shutdown.
-    Thread-safe."""
+    """One ShotGrid site. Satisfies every capability protocol of `broker.upstream` (the
+    `Upstream` protocol). Create once per site and `close()` on shutdown. Thread-safe."""
 
     def __init__(
         self,
@@ -110,29 +128,34 @@ class ShotGridClient:
         form: dict[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         token: str | None = None,
+        json_body: dict[str, Any] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """(status, JSON object) for any answer below 500; UpstreamUnavailable otherwise."""
+        """(status, JSON object) for any answer below 500; UpstreamUnavailable otherwise.
+        `json_body` is sent as JSON (api3), `form` as a form."""
         headers = {"Authorization": f"Bearer {token}"} if token else None
         failure: str | None = None
         response: httpx.Response | None = None
+        shown = _safe_path(path)
         try:
-            response = self._http.request(method, path, data=form, params=params, headers=headers)
+            response = self._http.request(
+                method, path, data=form, params=params, headers=headers, json=json_body
+            )
         except httpx.TimeoutException:
             failure = "timed out"
         except httpx.HTTPError as exc:
             failure = f"could not be reached ({type(exc).__name__})"
         if response is None:
-            raise UpstreamUnavailable(f"ShotGrid {failure or 'failed'}: {method} {path}")
+            raise UpstreamUnavailable(f"ShotGrid {failure or 'failed'}: {method} {shown}")
         status = response.status_code
         if status >= 500:
-            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status}: {method} {path}")
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status}: {method} {shown}")
         body: Any = None
         try:
             body = json.loads(response.content)
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise UpstreamUnavailable(f"ShotGrid answered malformed JSON (HTTP {status}): {path}")
+            raise UpstreamUnavailable(f"ShotGrid answered malformed JSON (HTTP {status}): {shown}")
         return status, body
 
     def _tokens(self, body: Mapping[str, Any]) -> UpstreamTokens:
@@ -289,6 +312,94 @@ class ShotGridClient:
     def sudo_token(self, login: str) -> UpstreamTokens:
         return self._client_credentials(scope=f"sudo_as_login:{login}")
 
+    # ---- SiteUpstream ------------------------------------------------------------------
+
+    def site_info(self) -> SiteInfo:
+        status, body = self._send("GET", SITE_INFO_PATH)
+        data = body.get("data")
+        if status != 200 or not isinstance(data, dict):
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to site info")
+        method = data.get("user_authentication_method")
+        return SiteInfo(
+            app_session_launcher=data.get("authentication_app_session_launcher_enabled") is True,
+            authentication_method=method if isinstance(method, str) else "default",
+        )
+
+    # ---- SessionTokenUpstream ----------------------------------------------------------
+
+    def session_login(self, session_token: str, login: str) -> LoginResult:
+        form = {"grant_type": "session_token", "session_token": session_token}
+        try:
+            status, body = self._send("POST", TOKEN_PATH, form=form)
+        finally:
+            form.clear()
+        if status != 200:
+            code, title = _first_error(body)
+            if code == 102 or title.startswith("Can't authenticate session token"):
+                raise UpstreamTokenRejected("ShotGrid refused the session token")
+            raise _login_error(status, body)
+        tokens = self._tokens(body)
+        identity = self._user_by_login(login, tokens.access_token)
+        if not identity.active:
+            raise InactiveUser("the ShotGrid account is disabled")
+        return LoginResult(identity=identity, tokens=tokens)
+
+    # ---- TwoFactorUpstream -------------------------------------------------------------
+
+    def two_factor_login(self, login: str, password: str, code: str) -> LoginResult:
+        auth = {"user_login": login, "user_password": password, "auth_token": code}
+        payload: dict[str, Any] = {"method_name": "get_session_token", "params": [auth]}
+        del password, code
+        try:
+            status, body = self._send("POST", API3_PATH, json_body=payload)
+        finally:
+            auth.clear()
+            payload.clear()
+        if status != 200:  # api3 answers every fault with 200 (research §3.1)
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to api3")
+        if body.get("exception"):
+            raise _api3_login_error(body)
+        results = body.get("results", body)
+        session_id = results.get("session_id") if isinstance(results, dict) else None
+        if not isinstance(session_id, str) or not session_id:
+            raise UpstreamUnavailable("ShotGrid answered get_session_token without a session")
+        return self.session_login(session_id, login)
+
+    # ---- AppSessionUpstream ------------------------------------------------------------
+
+    def create_app_session(self, app_name: str, machine_id: str) -> AppSessionStarted:
+        status, body = self._send(
+            "POST", APP_SESSION_PATH, form={"appName": app_name, "machineId": machine_id}
+        )
+        if status == 403:
+            raise AppSessionLauncherDisabled("the site has the App Session Launcher off")
+        request_id, url = body.get("sessionRequestId"), body.get("url")
+        if isinstance(request_id, int) and not isinstance(request_id, bool):
+            request_id = str(request_id)
+        if status != 200 or not isinstance(request_id, str) or not request_id:
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to an app session")
+        if not isinstance(url, str) or not self._on_site(url):
+            # The URL goes to a person's browser: never anywhere but the site itself.
+            raise UpstreamUnavailable("ShotGrid answered an app session URL off its site")
+        return AppSessionStarted(request_id=request_id, url=url)
+
+    def poll_app_session(self, request_id: str) -> AppSessionPoll:
+        status, body = self._send("PUT", f"{APP_SESSION_PATH}/{quote(request_id, safe='')}")
+        if status == 404:
+            return AppSessionGone()
+        if status != 200:
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to an app session poll")
+        if body.get("approved") is not True:
+            return AppSessionPending()
+        token, login = body.get("sessionToken"), body.get("userLogin")
+        if not isinstance(token, str) or not token or not isinstance(login, str) or not login:
+            raise UpstreamUnavailable("ShotGrid answered a malformed app session approval")
+        return AppSessionApproved(session_token=token, login=login)
+
+    def _on_site(self, url: str) -> bool:
+        site, given = urlsplit(self.base_url), urlsplit(url)
+        return (given.scheme, given.netloc.lower()) == (site.scheme, site.netloc.lower())
+
 
 def _first_error(body: Mapping[str, Any]) -> tuple[int | None, str]:
     errors = body.get("errors")
@@ -311,6 +422,28 @@ def _login_error(status: int, body: Mapping[str, Any]) -> UpstreamError:
     if status == 400 and title.startswith("Missing or invalid authentication arguments"):
         return InvalidCredentials("ShotGrid refused the login or password")
     return UpstreamUnavailable(f"ShotGrid answered HTTP {status} code {code} to a password grant")
+
+
+def _safe_path(path: str) -> str:
+    """The path for a message: an app session request's id is a bearer capability."""
+    if path.startswith(APP_SESSION_PATH + "/"):
+        return APP_SESSION_PATH + "/***"
+    return path
+
+
+def _api3_login_error(body: Mapping[str, Any]) -> UpstreamError:
+    """An api3 fault to a login with a two-factor code (research §3.1's codes). The
+    password was checked just before, so 102 means the code: wrong, expired or used."""
+    code, message = body.get("error_code"), str(body.get("message") or "")
+    if code == 102:
+        if "disabled" in message.lower():
+            return InactiveUser("the ShotGrid account is disabled")
+        return InvalidTwoFactorCode("ShotGrid refused the two-factor code")
+    if code == 106:
+        return TwoFactorRequired("the ShotGrid account requires two-factor authentication")
+    if code in (108, 110):
+        return SsoRequired("the ShotGrid account signs in through SSO/Autodesk Identity only")
+    return UpstreamUnavailable(f"ShotGrid answered api3 fault {code!r} to get_session_token")
 
 
 def _identity(record: Any) -> Identity:

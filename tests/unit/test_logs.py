@@ -122,13 +122,28 @@ def test_configure_is_idempotent(buffer: io.StringIO) -> None:
     assert buffer.getvalue() == ""
 
 
+def test_sign_in_capabilities_are_masked() -> None:
+    """An App Session Launcher request id (httpx logs the poll's URL at info level), a
+    device or user code in a URL, and a ShotGrid session token parameter never show."""
+    line = (
+        'HTTP Request: PUT http://sg.example/internal_api/app_session_request/f00dfeed42 "HTTP/1.1'
+        ' 200 OK" then GET /device?user_code=BCDF-GHJK&sticky_id=f00dfeed42'
+        "&session_token=abcdef0123456789"
+    )
+    masked = redact_text(line)
+    for secret in ("f00dfeed42", "BCDF-GHJK", "abcdef0123456789"):
+        assert secret not in masked
+    assert "app_session_request/" in masked
+
+
 def _redact_without_prescreen(text: str) -> str:
     from broker import logs
 
     text = logs._JWT.sub(logs.REDACTED, text)
     text = logs._BEARER.sub(lambda m: f"{m.group(1)} {logs.REDACTED}", text)
     text = logs._URL_PARAM.sub(lambda m: m.group(1) + logs.REDACTED, text)
-    return logs._HEADER_TUPLE.sub(lambda m: m.group(1) + logs.REDACTED, text)
+    text = logs._HEADER_TUPLE.sub(lambda m: m.group(1) + logs.REDACTED, text)
+    return logs._APP_SESSION_PATH.sub(lambda m: m.group(1) + logs.REDACTED, text)
 
 
 _PIECES = [
@@ -138,6 +153,9 @@ _PIECES = [
     "?code=abc123",
     "&Refresh_Token=xyz",
     "#access_token=q",
+    "/internal_api/app_session_request/0a1b2c3d",
+    "app_session_request/",
+    "?sticky_id=0a1b&user_code=BCDF-GHJK",
     "(b'set-cookie', b'sid=1')",
     "(B'Authorization', B'Basic x')",
     "('cookie', 'a=b')",
@@ -152,7 +170,7 @@ _PIECES = [
 
 @given(st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=12)), max_size=8))
 def test_the_prescreen_never_skips_a_redaction(parts: list[str]) -> None:
-    """redact_text skips its four substitutions when a quick search finds nothing they
-    could match; the result must equal running all four every time."""
+    """redact_text skips its five substitutions when a quick search finds nothing they
+    could match; the result must equal running all five every time."""
     text = "".join(parts)
     assert redact_text(text) == _redact_without_prescreen(text)
