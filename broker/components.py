@@ -7,6 +7,7 @@ rather than reaching through a do-everything object.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,6 +15,8 @@ from broker.audit_trail import AuditTrail
 from broker.clock import Clock, now_ms, system_clock
 from broker.sessions import Lifetimes, Sessions
 from broker.settings import Settings, decode_key
+from broker.signin.launcher import Launcher
+from broker.signin.twofactor import TwoFactor
 from broker.store import Store
 from broker.throttle import LoginThrottle
 from broker.tokens.crypto import Sealer
@@ -35,6 +38,10 @@ class Components:
     upstream: Upstream
     throttle: LoginThrottle
     audit_trail: AuditTrail
+    launcher: Launcher
+    """Sign-in through ShotGrid's App Session Launcher."""
+    two_factor: TwoFactor
+    """The code step of a Legacy Login with two-factor authentication."""
 
     @property
     def issuer(self) -> str:
@@ -70,6 +77,12 @@ def key_manager(settings: Settings, store: Store, sealer: Sealer, clock: Clock) 
     )
 
 
+def machine_id(issuer: str) -> str:
+    """The broker's stable `machineId` for the App Session Launcher: the same for every
+    process and replica of one deployment (derived from the issuer)."""
+    return "token-broker-" + hashlib.sha256(issuer.encode()).hexdigest()[:16]
+
+
 def build_components(
     settings: Settings, store: Store, upstream: Upstream, *, clock: Clock = system_clock
 ) -> Components:
@@ -77,6 +90,7 @@ def build_components(
         raise ValueError("issuer is required")
     sealer = sealer_for(settings)
     keys = key_manager(settings, store, sealer, clock)
+    throttle = LoginThrottle(store, settings, clock)
     return Components(
         settings=settings,
         clock=clock,
@@ -107,11 +121,20 @@ def build_components(
             clock=clock,
         ),
         upstream=upstream,
-        throttle=LoginThrottle(store, settings, clock),
+        throttle=throttle,
         audit_trail=AuditTrail(
             store,
             clock,
             retention=timedelta(seconds=settings.audit_retention),
             max_events=settings.audit_max_events,
         ),
+        launcher=Launcher(
+            store,
+            sealer,
+            upstream,
+            clock,
+            site_name=settings.site_name,
+            machine_id=machine_id(settings.issuer),
+        ),
+        two_factor=TwoFactor(sealer, store, upstream, throttle, clock),
     )

@@ -26,6 +26,7 @@ from broker.store import ClientRecord
 from broker.tokens.secrets import hash_client_secret
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 BROWSER_REDIRECTS = ("http://127.0.0.1/callback", "http://localhost/callback")
 BROWSER_LOGOUT_REDIRECTS = (*BROWSER_REDIRECTS, "http://127.0.0.1/", "http://localhost/")
 DEMO_SCRIPT = ("token-broker", "token-broker-key")
@@ -44,7 +45,7 @@ def demo_clients() -> list[ClientRecord]:
             client_id="dna-cli",
             name="DNA command line",
             public=True,
-            grant_types=("password", "refresh_token"),
+            grant_types=("password", "refresh_token", DEVICE_CODE),
         ),
         ClientRecord(client_id="dna-frontend", name="DNA", **browser),
         ClientRecord(client_id="review-tool", name="Review Tool", **browser),
@@ -187,7 +188,8 @@ def banner(tour: Tour) -> str:
             f"  data dir           {tour.data_dir} (SQLite store, sealed signing keys, "
             f"{SECRET_FILE})",
             "  users              alice/alice-pw, bob/bob-pw, frank/frank-pw (group Admin); "
-            "carol, dave and erin show the refusals (disabled, two-factor, SSO only)",
+            "dave/dave-pw asks for a two-factor code (TOTP secret JBSWY3DPEHPK3PXP), erin "
+            "signs in with ShotGrid only, carol is disabled",
             "",
             "A five-minute tour: paste each command into a shell (sh, bash or zsh), in order,",
             "from this directory.",

@@ -153,6 +153,8 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self._clients: dict[str, tuple[float, ClientRecord | None]] = {}
         for spec in grants:
             self.register_grant(spec.handler)
+            for _path, endpoint in spec.endpoints:
+                self.register_endpoint(endpoint)
 
     def query_client(self, client_id: str) -> OAuthClient | None:
         if not client_id or len(client_id) > 200:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from broker.clock import Clock, now_ms
 from broker.store import (
+    USER_AGENT_MAX,
     AlreadyClaimed,
     AuthCodeRecord,
     FamilyRecord,
@@ -24,7 +25,6 @@ from broker.store import (
     SessionRecord,
     SessionStore,
 )
-from broker.store.records import USER_AGENT_MAX
 from broker.tokens.rotation import RotationResult, RotationStatus, chain_problem, judge_reuse
 from broker.tokens.secrets import new_token_id
 from broker.upstream import Identity
@@ -62,9 +62,13 @@ class Sessions:
         auth_method: str = "password",
         client_ip: str | None = None,
         user_agent: str | None = None,
+        auth_time: datetime | None = None,
+        upstream_sid: str | None = None,
     ) -> SessionRecord:
         """Start a session; how it was signed into, from where and with what are kept for
-        the admin API (the user agent cut to `USER_AGENT_MAX` characters)."""
+        the admin API (the user agent cut to `USER_AGENT_MAX` characters). `auth_time` is
+        when the person authenticated, if earlier than now (a device approved from a
+        browser session signed in before)."""
         now = self.now()
         session = SessionRecord(
             sid=new_token_id(),
@@ -72,13 +76,14 @@ class Sessions:
             login=identity.login,
             email=identity.email,
             name=identity.name,
-            auth_time=now,
+            auth_time=min(auth_time, now) if auth_time is not None else now,
             expires_at=now + self.lifetimes.absolute,
             last_checked_at=now,
             cookie_hash=cookie_hash,
             auth_method=auth_method,
-            client_ip=client_ip,
+            client_ip=client_ip[:64] if client_ip else None,
             user_agent=user_agent[:USER_AGENT_MAX] if user_agent else None,
+            upstream_sid=upstream_sid,
         )
         self.store.create_session(session)
         return session

@@ -168,6 +168,19 @@ class Settings(BaseSettings):
     login_form_ttl: int = Field(1800, gt=0)
     """Seconds a rendered login form stays valid (its CSRF token expires after this)."""
 
+    shotgrid_signin_poll_interval: float = Field(2.0, gt=0)
+    """Seconds between the login page's checks, from the browser, whether ShotGrid sign-in (App Session Launcher) was approved. Whatever this is, ShotGrid itself is polled at most every 2 s per sign-in, across all processes."""
+
+    # --- device authorization (RFC 8628) ------------------------------------------------------------
+    device_code_ttl: int = Field(600, gt=0, le=600)
+    """Lifetime of a device authorization's device and user codes, in seconds (at most 600: RFC 8628 §5.4's advice against remote phishing)."""
+
+    device_poll_interval: int = Field(5, ge=1)
+    """Seconds a device must wait between polls of `/token` (the `interval` of RFC 8628 §3.2); each poll too soon gets `slow_down` and adds 5 for that device."""
+
+    device_max_wrong_codes_per_ip: int = Field(10, gt=0)
+    """Wrong user codes one client IP may enter on the device page within `BROKER_LOGIN_FAILURE_WINDOW` before further attempts get 429."""
+
     # --- failed-login throttling --------------------------------------------------------------------
     login_max_failures_per_user_ip: int = Field(5, gt=0)
     """Failed logins for one username from one client address within the window before that address gets 429 for that username; the strict limit, checked before ShotGrid is called. People at other addresses are not affected; a successful login clears it."""

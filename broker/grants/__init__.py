@@ -54,6 +54,10 @@ class GrantSpec:
     """Only clients with a secret may be registered for it."""
     metadata: tuple[tuple[str, str], ...] = ()
     """Discovery fields it adds, as (name, path relative to the issuer)."""
+    endpoints: tuple[tuple[str, type[Any]], ...] = ()
+    """Other endpoints the grant needs, as (path, Authlib endpoint class): the server
+    registers each class and the HTTP layer routes `POST <path>` to it (e.g. the device
+    authorization endpoint of RFC 8628)."""
 
     @property
     def grant_type(self) -> str:

@@ -41,15 +41,21 @@ MESSAGES = {
         "This ShotGrid account is disabled. Ask your ShotGrid administrator to reactivate it."
     ),
     TwoFactorRequired: (
-        "This ShotGrid account requires two-factor authentication, which password sign-in "
-        "cannot carry. Sign in through the browser login instead, or ask your administrator."
+        "This ShotGrid account requires two-factor authentication, which the password grant "
+        "cannot carry. Sign in with 'token-broker login' (the device flow) or in the browser."
     ),
     SsoRequired: (
         "This ShotGrid account signs in through single sign-on only, so it has no password "
-        "the broker can check. Set a Legacy Login password and bind a Personal Access Token "
-        "in ShotGrid's Account Settings, or ask your administrator."
+        "the broker can check. Use 'Sign in with ShotGrid' in the browser, or "
+        "'token-broker login' (the device flow) for command-line tools."
     ),
 }
+
+
+class TwoFactorNeeded(InvalidGrantError):  # type: ignore[misc]
+    """The password was right and the account needs a two-factor code: the login page goes
+    on to its code step; the password grant answers `invalid_grant` (it cannot carry a
+    code). Not a failed login for the throttle."""
 
 
 def password_login(
@@ -81,9 +87,11 @@ def password_login(
                 retry_after=5,
             ) from None
         except TwoFactorRequired:
-            attempt.released()  # the password was right: not a guess that failed
-            audit("login", outcome="failure", login=username, reason="TwoFactorRequired", **who)
-            raise InvalidGrantError(MESSAGES[TwoFactorRequired]) from None
+            # The password was right (a wrong one is a plain refusal): not a guess that
+            # failed. The code step reserves again and counts every wrong code.
+            attempt.released()
+            audit("login", outcome="two_factor_required", login=username, **who)
+            raise TwoFactorNeeded(MESSAGES[TwoFactorRequired]) from None
         except (InvalidCredentials, InactiveUser, SsoRequired) as exc:
             attempt.failed()
             audit("login", outcome="failure", login=username, reason=type(exc).__name__, **who)
@@ -129,6 +137,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):  # type: igno
         client = self.request.client
         session = parts.sessions.new_session(
             self.login.identity,
+            auth_method="password",
             client_ip=self.request.client_ip,
             user_agent=self.request.headers.get("user-agent"),
         )

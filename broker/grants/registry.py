@@ -9,6 +9,7 @@ from broker.grants import (
     GrantSpec,
     authorization_code,
     client_credentials,
+    device_code,
     password,
     refresh_token,
     token_exchange,
@@ -20,6 +21,7 @@ GRANTS: tuple[GrantSpec, ...] = (
     refresh_token.SPEC,
     client_credentials.SPEC,
     token_exchange.SPEC,
+    device_code.SPEC,
 )
 
 GRANT_TYPES: tuple[str, ...] = tuple(spec.grant_type for spec in GRANTS)

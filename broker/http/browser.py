@@ -1,6 +1,7 @@
-"""Routes of the browser flows: authorization endpoint and login page, userinfo, logout,
-and the pages' assets: the stylesheet (served by the broker so the CSP can stay
-`style-src 'self'`, with colours derived from the accent colour setting) and the icon
+"""Routes of the browser flows: authorization endpoint and login page, the device
+verification page, userinfo, logout, and the pages' assets: the stylesheet (served by the
+broker so the CSP can stay `style-src 'self'`, with colours derived from the accent colour
+setting), the login page's script (`script-src 'self'`, no inline script) and the icon
 (`/favicon.ico`, where browsers look unasked, and an SVG the pages link)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from broker.contrast import accent_colors
 from broker.http.authorize import authorize
+from broker.http.device import device
 from broker.http.logout import logout
 from broker.http.pages import STATIC
 from broker.http.threads import components
@@ -35,6 +37,9 @@ def stylesheet(accent: str) -> str:
     )
 
 
+_SIGNIN_JS = (STATIC / "signin.js").read_bytes()
+
+
 async def login_css(request: Request) -> Response:
     return Response(
         stylesheet(components(request).settings.accent_color),
@@ -53,11 +58,23 @@ async def favicon_svg(request: Request) -> Response:
     return Response(_FAVICON_SVG, media_type="image/svg+xml", headers=headers)
 
 
+async def signin_js(request: Request) -> Response:
+    """The login page's only script (ShotGrid sign-in), a static same-origin file so the
+    pages' CSP never needs inline script."""
+    return Response(
+        _SIGNIN_JS,
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 browser_routes = [
     Route("/authorize", authorize, methods=["GET", "POST"]),
+    Route("/device", device, methods=["GET", "POST"]),
     Route("/userinfo", userinfo, methods=["GET", "POST"]),
     Route("/logout", logout, methods=["GET", "POST"]),
     Route("/static/login.css", login_css, methods=["GET"]),
     Route("/static/favicon.svg", favicon_svg, methods=["GET"]),
     Route("/favicon.ico", favicon_ico, methods=["GET"]),
+    Route("/static/signin.js", signin_js, methods=["GET"]),
 ]

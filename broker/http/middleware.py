@@ -69,6 +69,9 @@ OAUTH_ERRORS = frozenset(
         "interaction_required",
         "request_not_supported",
         "request_uri_not_supported",
+        "authorization_pending",
+        "slow_down",
+        "expired_token",
     }
 )
 

@@ -52,14 +52,17 @@ def csrf_cookie_name(parts: Components) -> str:
     return "__Host-broker_csrf" if secure(parts) else "broker_csrf"
 
 
-def security_headers(form_targets: Iterable[str] = ()) -> dict[str, str]:
+def security_headers(form_targets: Iterable[str] = (), *, scripts: bool = False) -> dict[str, str]:
     """Headers of every page. `form_targets` are origins a form on the page may end up at:
     Chromium applies `form-action` to the redirects after a submit too, so the client's
-    redirect origin must be listed for the login form to complete."""
+    redirect origin must be listed for the login form to complete. `scripts`: the page
+    loads the broker's own static script, which may call back to the broker (no inline
+    script, no other origin), as the login page does when it offers ShotGrid sign-in."""
     targets = " ".join(["'self'", *sorted(set(form_targets))])
+    script = "script-src 'self'; connect-src 'self'; " if scripts else ""
     return {
         "Content-Security-Policy": (
-            "default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
+            f"default-src 'none'; {script}style-src 'self'; img-src 'self' https: data:; "
             f"form-action {targets}; frame-ancestors 'none'; base-uri 'none'"
         ),
         "X-Content-Type-Options": "nosniff",
@@ -78,6 +81,7 @@ def page(
     status: int = 200,
     form_targets: Iterable[str] = (),
     headers: Mapping[str, str] | None = None,
+    scripts: bool = False,
 ) -> HTMLResponse:
     settings = parts.settings
     html = TEMPLATES.get_template(template).render(
@@ -87,7 +91,7 @@ def page(
         pat_help_url=settings.pat_help_url,
         **context,
     )
-    all_headers = security_headers(form_targets)
+    all_headers = security_headers(form_targets, scripts=scripts)
     all_headers.update(headers or {})
     return HTMLResponse(html, status_code=status, headers=all_headers)
 
@@ -166,6 +170,13 @@ def _csrf_key(parts: Components) -> bytes:
 
 def _binding(purpose: str, params: Iterable[tuple[str, str]]) -> bytes:
     return json.dumps([purpose, sorted(params)], separators=(",", ":")).encode()
+
+
+def browser_binding(cookie: str, purpose: str, params: Iterable[tuple[str, str]]) -> str:
+    """What ties server-side state to one browser and one page: a hash over the browser's
+    CSRF cookie and what its CSRF tokens are bound to (the sign-in's sealed two-factor
+    state and App Session Launcher requests use it)."""
+    return sha256_b64(cookie + "|" + _binding(purpose, params).decode())
 
 
 def csrf_cookie_value(parts: Components, request: Request) -> str:

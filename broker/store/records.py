@@ -111,8 +111,8 @@ class AppSessionRecord:
     still say "expired" rather than "unknown")."""
     state: str = "pending"
     """`pending`, `approved` (ShotGrid answered; its session token waits, sealed, for the
-    exchange), `completed` (a broker session was started), `gone` (denied or expired at
-    ShotGrid), `failed` (ShotGrid refused the account)."""
+    exchange), `completed` (a broker session was started), `denied` or `expired` (ShotGrid
+    no longer knows it), `failed` (ShotGrid refused the account)."""
     session_token: bytes | None = None
     """Sealed ShotGrid session token while `approved`; cleared when completed."""
 

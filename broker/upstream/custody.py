@@ -109,7 +109,7 @@ class Custody:
         """A live ShotGrid token acting as the session's user, by the configured strategy."""
         if self.strategy == "sudo":
             return self.sudo_tokens(session.login)
-        return self.custody_tokens(session_key(session.sid))
+        return self.custody_tokens(custody_key(session))
 
     def check_user(self, session: SessionRecord) -> Identity | None:
         """Re-read the user in ShotGrid: with the broker's script key when the upstream has
@@ -118,7 +118,7 @@ class Custody:
         if self.upstream.script_configured:
             return self.upstream.user_by_id(session.user_id)
         if self.strategy == "custody":
-            access = self.custody_tokens(session_key(session.sid)).access_token
+            access = self.custody_tokens(custody_key(session)).access_token
             return self.upstream.user_by_id(session.user_id, access_token=access)
         return None
 
@@ -205,6 +205,12 @@ class Custody:
 
 def session_key(sid: str) -> str:
     return f"session:{sid}"
+
+
+def custody_key(session: SessionRecord) -> str:
+    """Where the session's kept ShotGrid tokens are: its own, or those of the browser
+    session that approved it (a device session shares them)."""
+    return session_key(session.upstream_sid or session.sid)
 
 
 def _version(record: UpstreamTokenRecord | None) -> int | None:

@@ -216,7 +216,7 @@ def test_non_loopback_exact_uri_is_accepted(http: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(
-    ("username", "password"), [("alice", "wrong"), ("nobody-here", "whatever"), ("dave", "dave-pw")]
+    ("username", "password"), [("alice", "wrong"), ("nobody-here", "whatever"), ("erin", "erin-pw")]
 )
 def test_refused_login_rerenders_form(http: httpx.Client, username: str, password: str) -> None:
     page = http.get("/authorize", params=Flow().params())
@@ -228,8 +228,8 @@ def test_refused_login_rerenders_form(http: httpx.Client, username: str, passwor
     assert f'value="{username}"' in again.text
     assert password not in again.text
     assert "set-cookie" not in again.headers or "broker_session" not in again.headers["set-cookie"]
-    if username == "dave":
-        assert "two-factor" in alert
+    if username == "erin":
+        assert "single sign-on" in alert and "Sign in with ShotGrid" in alert
 
 
 def test_unknown_user_and_wrong_password_look_identical(http: httpx.Client) -> None:

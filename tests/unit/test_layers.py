@@ -7,7 +7,7 @@ dependency on what is above.
     http      broker/http/ (the only Starlette importer in broker/)
     operations admin (the key and client actions), admin_actions (the admin API's), preflight
     protocol  server, grants/, endpoints/ (Authlib), client_policy (reads the grant registry)
-    domain    components, sessions, throttle, audit_trail, upstream/custody
+    domain    components, sessions, throttle, audit_trail, upstream/custody, signin/
     tokens    tokens/
     upstream  upstream/ (capability protocols, the ShotGrid client)
     store     store/, clock
@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "broker.throttle",
             "broker.audit_trail",
             "broker.upstream.custody",
+            "broker.signin",
         ),
     ),
     ("protocol", ("broker.server", "broker.grants", "broker.endpoints", "broker.client_policy")),
