@@ -330,6 +330,29 @@ def _cmd_shotgrid_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+CLIENT_MISSING = "token-broker login needs the client library: pip install shotgrid-broker-client"
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    """The device flow for shells: the URL and code go to stderr, the access token to
+    stdout (for `TOKEN=$(token-broker login ...)`); tokens are cached per user, so the
+    next call prints a cached or refreshed token without asking again."""
+    try:
+        from broker_client.login import DeviceLogin, LoginError, TokenCache
+    except ImportError:
+        raise CommandError(CLIENT_MISSING) from None
+    cache = TokenCache(args.cache) if args.cache else TokenCache()
+    try:
+        with DeviceLogin(args.issuer, args.client_id, scope=args.scope, cache=cache) as login:
+            if args.new:
+                cache.delete(login.issuer, login.client_id)
+            token = login.access_token()
+    except LoginError as exc:
+        raise CommandError(str(exc)) from None
+    print(token, flush=True)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the contract), not a usage block."""
 
@@ -588,6 +611,24 @@ def build_parser() -> argparse.ArgumentParser:
     remove = clients_sub.add_parser("remove", help="remove a client", parents=action_options)
     remove.add_argument("client_id")
     remove.set_defaults(func=_cmd_clients_remove)
+
+    login = sub.add_parser(
+        "login",
+        help="sign in with the device flow and print an access token",
+        description="Sign a person in with the broker's device flow (the URL and code go to "
+        "stderr), keep the tokens in the per-user cache of broker_client.login, and print "
+        "an access token on stdout. Needs the shotgrid-broker-client package.",
+    )
+    login.add_argument("--issuer", required=True, metavar="URL", help="the broker's issuer URL")
+    login.add_argument("--client-id", required=True, metavar="ID", help="e.g. dna-cli")
+    login.add_argument(
+        "--scope",
+        default="openid profile email offline_access",
+        help="space-separated scopes (default: %(default)s)",
+    )
+    login.add_argument("--cache", metavar="FILE", help="token cache file (default: per user)")
+    login.add_argument("--new", action="store_true", help="ignore cached tokens and sign in again")
+    login.set_defaults(func=_cmd_login)
     return parser
 
 

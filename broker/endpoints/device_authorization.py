@@ -16,6 +16,7 @@ from authlib.oauth2.rfc6749 import UnauthorizedClientError
 from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE, DeviceAuthorizationEndpoint
 
 from broker.components import Components
+from broker.endpoints.revocation import authenticate_401
 from broker.events import audit
 from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, resolve_scope
 from broker.store import AlreadyExists, DeviceCodeRecord
@@ -28,7 +29,7 @@ class BrokerDeviceAuthorizationEndpoint(DeviceAuthorizationEndpoint):  # type: i
     CLIENT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"]
 
     def authenticate_client(self, request: Any) -> Any:
-        client = super().authenticate_client(request)
+        request.client = client = authenticate_401(self, request)
         if not client.check_grant_type(DEVICE_CODE_GRANT_TYPE):
             raise UnauthorizedClientError("This client may not use the device authorization grant.")
         return client

@@ -84,11 +84,15 @@ def query_of(location: str) -> dict[str, str]:
 
 
 def submit_login(
-    http: httpx.Client, page: httpx.Response, username: str, password: str
+    http: httpx.Client,
+    page: httpx.Response,
+    username: str,
+    password: str,
+    path: str = "/authorize",
 ) -> httpx.Response:
     fields = hidden_fields(page.text)
     fields.update(username=username, password=password)
-    return http.post("/authorize", data=fields)
+    return http.post(path, data=fields)
 
 
 def login_code(
