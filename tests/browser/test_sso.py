@@ -59,33 +59,33 @@ def test_sign_in_refresh_sso_logout(browser: Any, broker: RunningBroker, spa: st
         assert page.get_by_label("ShotGrid username").is_visible()
         assert page.title().startswith("Sign in")
 
-        # dave: two-factor account, a clear message, username kept, password not.
-        page.get_by_label("ShotGrid username").fill("dave")
-        page.get_by_label("Legacy Login password").fill("dave-pw")
-        page.get_by_role("button", name="Sign in").click()
+        # erin: SSO-only account, a clear message, username kept, password not.
+        page.get_by_label("ShotGrid username").fill("erin")
+        page.get_by_label("Legacy Login password").fill("erin-pw")
+        page.get_by_role("button", name="Sign in", exact=True).click()
         page.wait_for_load_state()
-        assert "two-factor" in alert_text(page)
-        assert page.get_by_label("ShotGrid username").input_value() == "dave"
+        assert "single sign-on" in alert_text(page)
+        assert page.get_by_label("ShotGrid username").input_value() == "erin"
         assert page.get_by_label("Legacy Login password").input_value() == ""
 
         # alice with a wrong password.
         page.get_by_label("ShotGrid username").fill("alice")
         page.get_by_label("Legacy Login password").fill("not-her-password")
-        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="Sign in", exact=True).click()
         page.wait_for_load_state()
         assert "Wrong ShotGrid username or password" in alert_text(page)
         assert page.get_by_label("ShotGrid username").input_value() == "alice"
 
         # alice, right password: back in the SPA with tokens and userinfo claims.
         page.get_by_label("Legacy Login password").fill("alice-pw")
-        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="Sign in", exact=True).click()
         page.wait_for_url(spa + "/callback*")
         wait_status(page, "signed-in")
         first = page.evaluate("spa.user()")
         assert first["sub"] == "101" and first["preferred_username"] == "alice"
         assert first["email"] == "alice@example.com"  # loaded from /userinfo over CORS
         assert first["refresh_token"] and first["access_token"] and first["id_token"]
-        assert len(login_pages) == 3  # the form, then dave's and the wrong password's retries
+        assert len(login_pages) == 3  # the form, then erin's and the wrong password's retries
 
         # 2. Refresh through the token endpoint (fetch + CORS), rotating the refresh token.
         refreshed = page.evaluate("spa.refresh()")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,83 @@ def test_full_run_logs_audit_trail_and_no_secret(tmp_path: Path, log_buffer: io.
     assert access[0]["status"] == 400
     assert access[0]["grant_type"] == "password"
     assert access[0]["outcome"] == "invalid_grant"
+
+
+def test_sign_in_ways_log_no_secret(tmp_path: Path, log_buffer: io.StringIO) -> None:
+    """Two-factor (password, sealed state, a wrong and a right code), ShotGrid sign-in (the
+    request id, the page's handle, ShotGrid's session token) and the device flow (device
+    and user codes), at debug level: none of their secrets reaches a log line."""
+    from tests.support.device import approve, authorize_device, poll
+    from tests.support.emulator import dave_totp
+    from tests.support.oidc import hidden_fields
+
+    clock = MovableClock()
+    secrets: dict[str, str] = {"dave password": "dave-pw"}
+    codes: list[str] = []
+    with broker_with_emulator(
+        tmp_path, clock, log_format="json", log_level="debug", upstream_strategy="custody"
+    ) as (running, emu, _site):
+        sessions: list[str] = []
+        original_create = emu.site.create_session
+
+        def recording_create(user: Any) -> str:
+            token: str = original_create(user)
+            sessions.append(token)
+            return token
+
+        emu.site.create_session = recording_create  # type: ignore[method-assign]
+        with running.client() as http:
+            flow = Flow()
+            page = http.get("/authorize", params=flow.params())
+            step = submit_login(http, page, "dave", "dave-pw")
+            fields = hidden_fields(step.text)
+            secrets["two-factor state"] = fields["signin_state"]
+            wrong = http.post("/authorize", data={**fields, "code": "987654"})
+            assert wrong.status_code == 200
+            codes.append("987654")
+            right = dave_totp().at(clock())
+            codes.append(right)
+            done = http.post("/authorize", data={**fields, "code": right})
+            assert done.status_code == 302, done.text
+
+        with running.client() as http:
+            page = http.get("/authorize", params=Flow().params())
+            carried = hidden_fields(page.text)
+            started = http.post(
+                "/authorize",
+                data={**carried, "signin": "shotgrid"},
+                headers={"Accept": "application/json"},
+            ).json()
+            secrets["app session handle"] = started["handle"]
+            (request,) = emu.app_session_requests()
+            secrets["app session request id"] = str(request["sessionRequestId"])
+            emu.approve_app_session(str(request["sessionRequestId"]), "erin")
+            approved = http.post(
+                "/authorize",
+                data={**carried, "signin": "shotgrid_check", "signin_handle": started["handle"]},
+                headers={"Accept": "application/json"},
+            ).json()
+            assert approved["status"] == "approved", approved
+
+        with running.client() as http:
+            device = authorize_device(http)
+            secrets["device code"] = device["device_code"]
+            secrets["user code"] = device["user_code"]
+            secrets["user code, canonical"] = device["user_code"].replace("-", "")
+            assert approve(http, device["user_code"]).status_code == 200
+            clock.advance(5)
+            assert poll(http, device["device_code"]).status_code == 200
+        for n, token in enumerate(sessions):
+            secrets[f"ShotGrid session token {n}"] = token
+        assert sessions, "ShotGrid session tokens were issued"
+
+    text = log_buffer.getvalue()
+    leaked = [name for name, value in secrets.items() if value in text]
+    assert not leaked, f"secrets found in the logs: {leaked}"
+    for code in codes:  # six digits: look for them as values, not inside other numbers
+        assert not re.search(rf"[=:\"']\s*\"?{code}\b", text), code
+    events = {(line["event"], line["outcome"]) for line in parse_lines(text) if line.get("audit")}
+    assert ("login", "two_factor_required") in events
+    assert ("login", "failure") in events
+    assert ("device_approved", "success") in events and ("device_token", "success") in events
+    assert ("shotgrid_signin_started", "success") in events

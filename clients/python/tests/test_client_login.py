@@ -22,6 +22,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from broker_client.login import (
     DeviceLogin,
     DevicePrompt,
@@ -34,10 +39,6 @@ from broker_client.login import (
 from broker_client.tokencache import TokenCache, Tokens
 from client_servers import serve
 from client_support import FakeClock
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 CLIENT = "dna-cli"
 
@@ -171,7 +172,9 @@ class Waits:
         self.clock.advance(seconds)
 
 
-def make(issuer: str, cache: TokenCache | None, **kw: Any) -> tuple[DeviceLogin, Waits, list[DevicePrompt]]:
+def make(
+    issuer: str, cache: TokenCache | None, **kw: Any
+) -> tuple[DeviceLogin, Waits, list[DevicePrompt]]:
     clock = kw.pop("clock", None) or FakeClock()
     waits = Waits(clock)
     prompts: list[DevicePrompt] = []
@@ -251,7 +254,13 @@ def test_cancel(issuer: str, script: Script) -> None:
             cancel.set()
 
     login = DeviceLogin(
-        issuer, CLIENT, cache=None, on_prompt=lambda p: None, sleep=sleep, clock=clock, cancel=cancel
+        issuer,
+        CLIENT,
+        cache=None,
+        on_prompt=lambda p: None,
+        sleep=sleep,
+        clock=clock,
+        cancel=cancel,
     )
     with login, pytest.raises(LoginCancelled):
         login.access_token()

@@ -1,0 +1,199 @@
+"""Headless Chromium against a real broker and the ShotGrid emulator, for every way of
+signing in: erin (SSO only) with ShotGrid sign-in into dna-frontend, approving on the
+emulator's approval page that opens in a new tab, the login page continuing by itself;
+dave with his password and then his two-factor code; and the device flow, with
+`broker_client.login` polling on a thread while the person approves (or denies) on the
+verification page. The broker's clock is moved for the 2 s ShotGrid pace, never waited."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from broker_client.login import DeviceLogin, DevicePrompt, LoginDenied
+from broker_client.tokencache import TokenCache
+
+from shotgrid_emulator import ShotGridEmulator
+from tests.browser.conftest import spa_app
+from tests.browser.test_sso import start, wait_status
+from tests.support.broker import RunningBroker, broker_with_emulator
+from tests.support.clock import MovableClock
+from tests.support.emulator import dave_totp
+from tests.support.servers import ServerThread
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
+
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def env(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningBroker, ShotGridEmulator, MovableClock, str]]:
+    clock = MovableClock()
+    tmp = tmp_path_factory.mktemp("browser-signin")
+    with broker_with_emulator(
+        tmp, clock, shotgrid_signin_poll_interval=0.2, device_poll_interval=1
+    ) as (running, emu, _site):
+        spa = ServerThread(spa_app(running.url)).start()
+        try:
+            yield running, emu, clock, spa.url
+        finally:
+            spa.stop()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def open_login_page(page: Any, spa: str, running: RunningBroker) -> None:
+    page.goto(spa + "/")
+    page.wait_for_function("window.spa !== undefined")
+    start(page, "spa.signIn('dna-frontend')")
+    page.wait_for_url(running.url + "/authorize*")
+
+
+def test_erin_signs_in_with_shotgrid(page: Any, env: tuple[Any, ...]) -> None:
+    running, _emu, clock, spa = env
+    open_login_page(page, spa, running)
+    with page.context.expect_page() as opened:
+        page.click("#shotgrid-sign-in")
+    approval = opened.value
+    approval.wait_for_url("**/app_session_request/**")
+    # The login page names what ShotGrid asks to approve; ShotGrid's page shows the same.
+    app_name = page.locator("#shotgrid-app-name").inner_text()
+    assert app_name.startswith("ShotGrid sign-in ")
+    assert "approve only that" in page.locator(".instruction").inner_text()
+    assert approval.locator("#app-name").inner_text() == app_name
+    approval.fill("input[name=username]", "erin")
+    approval.fill("input[name=password]", "erin-pw")
+    approval.click("button[name=action][value=approve]")
+    approval.wait_for_selector("text=Sign-in approved")
+    clock.advance(2)  # ShotGrid is polled at most every 2 s per sign-in
+    page.wait_for_url(spa + "/callback*")
+    wait_status(page, "signed-in")
+    user = page.evaluate("spa.user()")
+    assert user["sub"] == "105" and user["preferred_username"] == "erin"
+
+
+def test_erin_shotgrid_sign_in_denied(page: Any, env: tuple[Any, ...]) -> None:
+    running, _emu, clock, spa = env
+    open_login_page(page, spa, running)
+    with page.context.expect_page() as opened:
+        page.click("#shotgrid-sign-in")
+    approval = opened.value
+    approval.wait_for_url("**/app_session_request/**")
+    approval.click("button[name=action][value=deny]")
+    approval.wait_for_selector("text=Sign-in denied")
+    clock.advance(2)
+    page.wait_for_function("document.getElementById('form-error').textContent.includes('denied')")
+    assert page.url.startswith(running.url + "/authorize")
+
+
+def test_dave_signs_in_with_password_and_code(page: Any, env: tuple[Any, ...]) -> None:
+    running, _emu, clock, spa = env
+    open_login_page(page, spa, running)
+    page.get_by_label("ShotGrid username").fill("dave")
+    page.get_by_label("Legacy Login password").fill("dave-pw")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_selector("input[name=code]")
+    code_field = page.get_by_label("Authentication code")
+    assert code_field.get_attribute("autocomplete") == "one-time-code"
+    code_field.fill("000000")
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_selector("input[name=code]")
+    assert page.get_by_role("alert").inner_text().strip()
+    page.get_by_label("Authentication code").fill(dave_totp().at(clock()))
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(spa + "/callback*")
+    wait_status(page, "signed-in")
+    assert page.evaluate("spa.user()")["sub"] == "104"
+
+
+class PollingDevice:
+    """`broker_client.login` on its own thread, as a DCC plug-in runs it; its waits move
+    the broker's clock (and let real time pass for the browser)."""
+
+    def __init__(self, running: RunningBroker, clock: MovableClock, cache: Path) -> None:
+        self.prompted = threading.Event()
+        self.prompt: DevicePrompt | None = None
+        self.result: Any = None
+        self.clock = clock
+        self.login = DeviceLogin(
+            running.url,
+            "dna-cli",
+            cache=TokenCache(cache),
+            on_prompt=self._prompted,
+            sleep=self._sleep,
+            clock=lambda: clock().timestamp(),
+        )
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.prompted.wait(10)
+
+    def _prompted(self, prompt: DevicePrompt) -> None:
+        self.prompt = prompt
+        self.prompted.set()
+
+    def _sleep(self, seconds: float) -> None:
+        threading.Event().wait(0.2)
+        self.clock.advance(seconds)
+
+    def _run(self) -> None:
+        try:
+            self.result = self.login.access_token()
+        except Exception as exc:
+            self.result = exc
+        finally:
+            self.login.close()
+
+    def finish(self) -> Any:
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        return self.result
+
+
+def sign_in_and_decide(page: Any, prompt: DevicePrompt, action: str) -> None:
+    assert prompt.verification_uri_complete is not None
+    page.goto(prompt.verification_uri_complete)
+    page.get_by_label("ShotGrid username").fill("alice")
+    page.get_by_label("Legacy Login password").fill("alice-pw")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_selector("button[name=action][value=approve]")
+    assert "Only continue if you started this yourself" in page.content()
+    assert page.locator("#device-client").inner_text() == "DNA command line"
+    assert page.locator("input[name=user_code]").input_value() == prompt.user_code
+    page.click(f"button[name=action][value={action}]")
+    page.wait_for_selector(f"[data-result={'approved' if action == 'approve' else 'denied'}]")
+
+
+def test_device_flow_approved_in_the_browser(
+    page: Any, env: tuple[Any, ...], tmp_path: Path
+) -> None:
+    running, _emu, clock, _spa = env
+    device = PollingDevice(running, clock, tmp_path / "tokens.json")
+    assert device.prompt is not None
+    sign_in_and_decide(page, device.prompt, "approve")
+    token = device.finish()
+    assert isinstance(token, str), token
+    import jwt
+
+    assert jwt.decode(token, options={"verify_signature": False})["sub"] == "101"
+
+
+def test_device_flow_denied_in_the_browser(page: Any, env: tuple[Any, ...], tmp_path: Path) -> None:
+    running, _emu, clock, _spa = env
+    device = PollingDevice(running, clock, tmp_path / "tokens.json")
+    assert device.prompt is not None
+    sign_in_and_decide(page, device.prompt, "deny")
+    assert isinstance(device.finish(), LoginDenied)
