@@ -11,7 +11,11 @@ ones it counts; a throttled `login` names the counter that refused it in `limit`
 
 | event | emitted by | outcome values |
 | --- | --- | --- |
-| `login` | password grant, login page | success, failure, unavailable, throttled |
+| `login` | password grant, login page (`method`: two_factor, shotgrid for those steps) | success, failure, unavailable, throttled, two_factor_required |
+| `shotgrid_signin_started` | login page: an App Session Launcher request started | success |
+| `device_authorization` | device authorization endpoint (RFC 8628) | success |
+| `device_approved`, `device_denied` | device verification page | success |
+| `device_token` | device grant: tokens issued to an approved device | success |
 | `sso` | authorization endpoint (existing browser session) | success |
 | `login_csrf` | login form with a mismatched CSRF token | failure |
 | `pkce_failure`, `code_wrong_client` | authorization code grant | failure |
@@ -74,6 +78,11 @@ FORBIDDEN_FIELDS = frozenset(
         "actor_token",
         "code_verifier",
         "assertion",
+        "device_code",
+        "user_code",
+        "session_token",
+        "signin_state",
+        "auth_token",
     }
 )
 
