@@ -11,7 +11,8 @@ ones it counts; a throttled `login` names the counter that refused it in `limit`
 
 | event | emitted by | outcome values |
 | --- | --- | --- |
-| `login` | password grant, login page (`method`: two_factor, shotgrid for those steps) | success, failure, unavailable, throttled, two_factor_required |
+| `login` | password grant, login page | success, failure, unavailable, throttled |
+| `login` | a right password of a two-factor account | two_factor_required |
 | `shotgrid_signin_started` | login page: an App Session Launcher request started | success |
 | `device_authorization` | device authorization endpoint (RFC 8628) | success |
 | `device_approved`, `device_denied` | device verification page | success |
