@@ -184,7 +184,8 @@ async def read_browser_request(request: Request, parts: Components) -> BrowserRe
         csrf_cookie=request.cookies.get(pages.csrf_cookie_name(parts)),
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
-        wants_json="application/json" in request.headers.get("accept", ""),
+        wants_json=request.method == "POST"
+        and "application/json" in request.headers.get("accept", ""),
     )
 
 
