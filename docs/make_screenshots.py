@@ -46,10 +46,16 @@ def main() -> None:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport=SIZE)
-            page.goto(running.url + "/authorize?" + "&".join(
-                f"{k}={v}" for k, v in Flow(redirect_uri="http://127.0.0.1:5173/callback")
-                .params(scope="openid").items()
-            ))
+            page.goto(
+                running.url
+                + "/authorize?"
+                + "&".join(
+                    f"{k}={v}"
+                    for k, v in Flow(redirect_uri="http://127.0.0.1:5173/callback")
+                    .params(scope="openid")
+                    .items()
+                )
+            )
             page.screenshot(path=str(ROOT / "docs" / "login-page.png"), full_page=True)
             context = browser.new_context(viewport=SIZE)
             context.add_cookies(cookies)  # type: ignore[arg-type]

@@ -86,4 +86,6 @@ def decide(parts: Components, seen: BrowserRequest) -> Outcome:
         raise LoginRequiredError(
             "The user is not signed in.", state=areq.state, redirect_uri=areq.redirect_uri
         )
+    if signin.wants_shotgrid_link(seen):
+        return signin.start_by_link(parts, seen, continuation)
     return signin.login_page(parts, continuation, username=areq.login_hint or "")

@@ -91,6 +91,8 @@ def verify(parts: Components, seen: BrowserRequest) -> DevicePage | Outcome:
         return outcome
     session = pages.read_session(parts, seen.session_cookie)
     if session is None:
+        if signin.wants_shotgrid_link(seen):
+            return signin.start_by_link(parts, seen, continuation)
         return signin.login_page(parts, continuation)
     typed = (seen.params.get("user_code") or "").strip()[:64]
     if seen.method == "GET":

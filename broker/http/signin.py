@@ -4,12 +4,15 @@ page after them. A page names its `Continuation` (where its forms post, the para
 they carry, whom the person signs in for); this module renders the login page for it and
 handles the sign-in forms posted back, in three ways:
 
-- **Sign in with ShotGrid** (App Session Launcher, `broker.signin.launcher`): the button
+- **Sign in with ShotGrid** (App Session Launcher, `broker.signin.launcher`): the link
   `#shotgrid-sign-in` starts a request at the site; ShotGrid's approval page opens (a new
-  tab via `static/signin.js`, a plain link without JavaScript) and the page continues by
-  itself once approved (the script checks every `BROKER_SHOTGRID_SIGNIN_POLL_INTERVAL`;
-  without it a Continue button). The page shows the code in the request's name beside
-  "approve only that", since an approval link is worth a sign-in to whoever started it.
+  tab via `static/signin.js`, a plain link on the next page without JavaScript) and the
+  page continues by itself once approved (the script checks every
+  `BROKER_SHOTGRID_SIGNIN_POLL_INTERVAL`; without it a Continue button). The page shows
+  the code in the request's name beside "approve only that", since an approval link is
+  worth a sign-in to whoever started it. A link rather than a second form, so the page
+  carries its hidden fields once and has one submit button (clients that post every
+  hidden input with the credentials must not post a parameter twice).
 - **Legacy Login password**, and for two-factor accounts a second step asking for the
   code, with the first step carried sealed (`broker.signin.twofactor`).
 
@@ -219,6 +222,27 @@ def submit(
     if step == "shotgrid_check":
         return _shotgrid_check(parts, seen, continuation, binding)
     return _problem(parts, seen, continuation, "Unknown sign-in step.", 400)
+
+
+SHOTGRID_LINK = ("signin", "shotgrid")
+"""The query parameter of the login page's "Sign in with ShotGrid" link."""
+
+
+def start_by_link(
+    parts: Components, seen: BrowserRequest, continuation: Continuation
+) -> SignInPage | SignInStatus:
+    """The "Sign in with ShotGrid" link followed without the page's script (a GET): start
+    the request and show the page that links to ShotGrid. Only a browser that holds the
+    login page's CSRF cookie gets one (the request is bound to it); anyone else, a crawler
+    say, gets the login page and starts nothing."""
+    if not seen.csrf_cookie:
+        return login_page(parts, continuation)
+    binding = pages.browser_binding(seen.csrf_cookie, continuation.purpose, continuation.params)
+    return _shotgrid_start(parts, seen, continuation, binding)
+
+
+def wants_shotgrid_link(seen: BrowserRequest) -> bool:
+    return seen.method == "GET" and seen.params.get(SHOTGRID_LINK[0]) == SHOTGRID_LINK[1]
 
 
 def start_session(
@@ -448,6 +472,7 @@ def render(request: Request, parts: Components, page: SignInPage) -> Response:
     token = pages.csrf_token(parts, cookie, continuation.purpose, continuation.params)
     scripts = page.shotgrid_offered or page.step == "shotgrid"
     poll_ms = int(parts.settings.shotgrid_signin_poll_interval * 1000)
+    shotgrid_href = f"{continuation.action}?{urlencode([*continuation.params, SHOTGRID_LINK])}"
     response = pages.page(
         parts,
         "login.html",
@@ -466,6 +491,7 @@ def render(request: Request, parts: Components, page: SignInPage) -> Response:
             "shotgrid_offered": page.shotgrid_offered,
             "scripts": scripts,
             "poll_ms": poll_ms,
+            "shotgrid_href": shotgrid_href,
         },
         status=page.status,
         form_targets=continuation.form_targets,
@@ -541,6 +567,8 @@ __all__ = [
     "read_browser_request",
     "render",
     "respond",
+    "start_by_link",
     "start_session",
     "submit",
+    "wants_shotgrid_link",
 ]

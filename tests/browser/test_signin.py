@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from broker_client.login import DeviceLogin, DevicePrompt, LoginDenied
@@ -22,6 +23,7 @@ from tests.browser.test_sso import start, wait_status
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.emulator import dave_totp
+from tests.support.oidc import Flow
 from tests.support.servers import ServerThread
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -84,6 +86,37 @@ def test_erin_signs_in_with_shotgrid(page: Any, env: tuple[Any, ...]) -> None:
     wait_status(page, "signed-in")
     user = page.evaluate("spa.user()")
     assert user["sub"] == "105" and user["preferred_username"] == "erin"
+
+
+def test_shotgrid_sign_in_works_without_javascript(browser: Any, env: tuple[Any, ...]) -> None:
+    """The same sign-in in a browser with JavaScript off: the link starts the request, the
+    next page links to ShotGrid (new tab), Continue finishes once approved."""
+    running, _emu, clock, spa = env
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        flow = Flow(redirect_uri=spa + "/callback")
+        page.goto(running.url + "/authorize?" + urlencode(flow.params()))
+        page.click("#shotgrid-sign-in")
+        page.wait_for_selector("#shotgrid-open")
+        app_name = page.locator("#shotgrid-app-name").inner_text()
+        with context.expect_page() as opened:
+            page.click("#shotgrid-open")
+        approval = opened.value
+        approval.wait_for_url("**/app_session_request/**")
+        assert approval.locator("#app-name").inner_text() == app_name
+        approval.fill("input[name=username]", "erin")
+        approval.fill("input[name=password]", "erin-pw")
+        approval.click("button[name=action][value=approve]")
+        approval.wait_for_selector("text=Sign-in approved")
+        clock.advance(2)
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_url(spa + "/callback?*")
+        query = parse_qs(urlsplit(page.url).query)
+        assert query["state"] == [flow.state] and query["code"]
+    finally:
+        context.close()
 
 
 def test_erin_shotgrid_sign_in_denied(page: Any, env: tuple[Any, ...]) -> None:

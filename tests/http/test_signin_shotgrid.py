@@ -7,6 +7,7 @@ turned off. A real broker (and a second one on the same store) and the emulator.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -102,6 +103,11 @@ def test_login_page_offers_shotgrid_first(running: RunningBroker) -> None:
     text = page.text
     assert 'id="shotgrid-sign-in"' in text and "Sign in with ShotGrid" in text
     assert text.index('id="shotgrid-sign-in"') < text.index('name="password"')
+    # One set of hidden fields and one submit button: a client that posts every hidden
+    # input with the credentials (as stock test helpers do) posts no parameter twice.
+    names = re.findall(r'<input type="hidden" name="([^"]+)"', text)
+    assert len(names) == len(set(names)) and "signin" not in names
+    assert text.count('type="submit"') == 1
     assert f'src="{running.url}/static/signin.js"' in text
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "connect-src 'self'" in csp
@@ -126,14 +132,36 @@ def test_no_button_and_no_script_when_the_site_has_it_off(
     assert 'name="password"' in page.text
 
 
-def test_plain_form_flow(
+def shotgrid_link(page: httpx.Response) -> str:
+    match = re.search(r'id="shotgrid-sign-in" class="button" href="([^"]+)"', page.text)
+    assert match, page.text
+    return html.unescape(match.group(1))
+
+
+def test_the_link_starts_only_for_the_browser_of_the_page(
+    running: RunningBroker, emu: ShotGridEmulator
+) -> None:
+    with running.client() as http:
+        link = shotgrid_link(login_page(http, Flow()))
+    before = len(emu.app_session_requests())
+    with running.client() as crawler:  # no CSRF cookie: the login page, nothing started
+        page = crawler.get(link)
+    assert page.status_code == 200 and 'id="shotgrid-sign-in"' in page.text
+    assert len(emu.app_session_requests()) == before
+
+
+def test_without_script_flow(
     running: RunningBroker, emu: ShotGridEmulator, clock: MovableClock
 ) -> None:
+    """What a browser without JavaScript does: follow the link, open ShotGrid's page from
+    the next one, approve there, press Continue."""
     flow = Flow()
     with running.client() as http:
         page = login_page(http, flow)
-        waiting = start(http, page)
+        waiting = http.get(shotgrid_link(page))
         assert waiting.status_code == 200
+        names = re.findall(r'<input type="hidden" name="([^"]+)"', waiting.text)
+        assert len(names) == len(set(names))
         name = re.search(r'id="shotgrid-app-name">([^<]+)<', waiting.text).group(1)  # type: ignore[union-attr]
         assert re.fullmatch(r"ShotGrid sign-in \d{4}", name)
         assert "approve only that" in waiting.text
@@ -155,6 +183,12 @@ def test_plain_form_flow(
     assert claims["sub"] == "105" and claims["sg_login"] == "erin"
     session = running.broker.store.get_session(claims["sid"])
     assert session is not None and session.auth_method == "shotgrid"
+
+
+def test_start_by_post_without_json_shows_the_waiting_page(running: RunningBroker) -> None:
+    with running.client() as http:
+        waiting = start(http, login_page(http, Flow()))
+    assert waiting.status_code == 200 and "approve only that" in waiting.text
 
 
 def test_script_flow_paced_across_tabs_and_processes(

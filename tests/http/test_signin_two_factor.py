@@ -82,6 +82,8 @@ def test_password_then_code(running: RunningBroker, clock: MovableClock, emu: ob
         assert "dave-pw" not in step.text  # the password is sealed, never in clear
         state = hidden_fields(step.text)["signin_state"]
         assert len(state) > 40
+        names = re.findall(r'<input type="hidden" name="([^"]+)"', step.text)
+        assert len(names) == len(set(names))
         assert (
             "set-cookie" not in step.headers or "broker_session" not in step.headers["set-cookie"]
         )

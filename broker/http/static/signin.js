@@ -1,7 +1,7 @@
 /* Sign in with ShotGrid (App Session Launcher) on the broker's login page.
  *
- * An enhancement of plain forms. Without this script, "Sign in with ShotGrid" posts a
- * form; the next page links to ShotGrid's approval page and has a Continue button. With
+ * An enhancement of plain HTML. Without this script, the "Sign in with ShotGrid" link starts
+ * the request; the next page links to ShotGrid's approval page and has a Continue button. With
  * it, the click opens ShotGrid's approval page in a new tab at once, and this page checks
  * every few seconds and continues by itself once the person approved. The checks are the
  * same form posts answered in JSON; the broker polls ShotGrid at most every 2 s per
@@ -17,7 +17,8 @@
   var pollMs = Math.max(200, parseInt(waiting.getAttribute("data-poll-ms"), 10) || 2000);
   var statusLine = document.getElementById("shotgrid-status");
   var alertBox = document.getElementById("form-error");
-  var startForm = document.getElementById("shotgrid-start");
+  var startLink = document.getElementById("shotgrid-sign-in");
+  var passwordForm = document.getElementById("password-form");
   var checkForm = document.getElementById("shotgrid-check");
   var timer = null;
   var checking = false;
@@ -116,10 +117,10 @@
     say(answer.message);
   }
 
-  if (startForm) {
-    action = startForm.action;
-    carried = hiddenFields(startForm);
-    startForm.addEventListener("submit", function (event) {
+  if (startLink && passwordForm) {
+    action = passwordForm.action;
+    carried = hiddenFields(passwordForm);
+    startLink.addEventListener("click", function (event) {
       event.preventDefault();
       // Open the tab while the click still counts as the person's (browsers block windows
       // opened later); it is sent to ShotGrid once the request exists.
