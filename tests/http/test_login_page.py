@@ -52,13 +52,16 @@ def alert(page: httpx.Response) -> str:
     return re.sub(r"<[^>]+>", "", match.group(1)).strip()
 
 
-def test_two_factor_message_does_not_send_people_to_this_page(http: httpx.Client) -> None:
+def test_two_factor_account_is_asked_for_its_code_not_sent_elsewhere(
+    http: httpx.Client,
+) -> None:
+    """The page itself asks a two-factor account for its code (issue 14), rather than a
+    message sending the person to the browser login they are on."""
     page = http.get("/authorize", params=Flow().params())
-    refused = submit_login(http, page, "dave", "dave-pw")
-    message = alert(refused)
-    assert "two-factor" in message
-    assert "browser" not in message.lower()
-    assert "sign in through" not in message.lower()
+    step = submit_login(http, page, "dave", "dave-pw")
+    assert step.status_code == 200 and 'name="code"' in step.text
+    assert "Two-factor authentication is on" in step.text
+    assert alert(step) == "" and "sign in through" not in step.text.lower()
 
 
 def test_the_password_grant_keeps_its_own_advice(
