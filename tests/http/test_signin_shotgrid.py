@@ -21,7 +21,7 @@ from shotgrid_emulator import ShotGridEmulator
 from tests.support.broker import RunningBroker, broker_with_emulator, run_broker
 from tests.support.clock import MovableClock
 from tests.support.oidc import Flow, hidden_fields, query_of
-from tests.support.servers import free_port
+from tests.support.servers import reserve_port
 
 JSON = {"Accept": "application/json"}
 
@@ -36,7 +36,7 @@ def env(
     # the other knows.
     with (
         broker_with_emulator(tmp, clock) as (running, emu, _site),
-        run_broker(running.settings, clock, free_port()) as second,
+        run_broker(running.settings, clock, reserve_port()) as second,
     ):
         yield running, emu, clock, second
 
