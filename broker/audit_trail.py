@@ -49,6 +49,8 @@ KEPT_EVENTS = frozenset(
         "revoke",
         "refresh_reuse_detected",
         "code_replay",
+        "device_approved",
+        "device_denied",
         "key_rotated",
         "key_retired",
         "admin",

@@ -18,7 +18,7 @@ from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE, DeviceAuthorizationEn
 from broker.components import Components
 from broker.endpoints.revocation import authenticate_401
 from broker.events import audit
-from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, resolve_scope
+from broker.grants import DEFAULT_SCOPE, TOKEN_HEADERS, resolve_scope, user_scopes
 from broker.store import AlreadyExists, DeviceCodeRecord
 from broker.tokens import device
 
@@ -40,7 +40,10 @@ class BrokerDeviceAuthorizationEndpoint(DeviceAuthorizationEndpoint):  # type: i
 
     def create_endpoint_response(self, request: Any) -> tuple[int, dict[str, Any], list[Any]]:
         client = self.authenticate_client(request)
-        scope = resolve_scope(request.payload.scope, client.record.scopes, DEFAULT_SCOPE)
+        # A person's grant: never the admin right, even for a client that holds it.
+        scope = resolve_scope(
+            request.payload.scope, user_scopes(client.record.scopes), DEFAULT_SCOPE
+        )
         parts: Components = self.server.components
         settings = parts.settings
         now = parts.now()
