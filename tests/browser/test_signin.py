@@ -129,7 +129,9 @@ def test_erin_shotgrid_sign_in_denied(page: Any, env: tuple[Any, ...]) -> None:
     approval.click("button[name=action][value=deny]")
     approval.wait_for_selector("text=Sign-in denied")
     clock.advance(2)
-    page.wait_for_function("document.getElementById('form-error').textContent.includes('denied')")
+    # A locator, not wait_for_function: the login page's CSP (script-src 'self') refuses the
+    # string evaluation wait_for_function relies on.
+    page.locator("#form-error", has_text="denied").wait_for()
     assert page.url.startswith(running.url + "/authorize")
 
 
