@@ -46,8 +46,13 @@ constraints:
 run: $(RUNTIME)
 	$(BIN)/token-broker demo --port $(PORT) --shotgrid-port $(SHOTGRID_PORT) $(DEMO_ARGS)
 
+# The suite spreads over TEST_WORKERS processes (pytest-xdist), a file to a worker: a file's
+# servers and module fixtures stay together. Most tests wait on sockets, so twice the cores
+# keeps them busy; `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The client's own tests with every runtime dependency at the floor its pyproject declares
 # (clients/python/constraints-min.txt), in a venv of their own; the emulator the sudo
@@ -64,7 +69,7 @@ $(MIN_STAMP): clients/python/pyproject.toml clients/python/constraints-min.txt
 
 test-client-min: $(MIN_STAMP)
 	cd clients/python && PYTHONPATH=$(CURDIR) $(CURDIR)/$(VENV_MIN)/bin/python -m pytest \
-		tests -q -p no:cacheprovider $(PYTEST_ARGS)
+		tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check broker shotgrid_emulator tests bench clients/python

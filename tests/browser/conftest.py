@@ -4,6 +4,7 @@ emulator, and the test SPA served on its own loopback port."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -56,9 +57,13 @@ def ensure_chromium() -> str:
             "BROWSER TESTS SKIPPED: /usr/bin/chromium is missing and apt-get cannot run "
             "here (not root or not Debian); install the 'chromium' package."
         )
-    if not _apt("install", "-y", "-q", "chromium"):
-        _apt("update", "-q")
-        _apt("install", "-y", "-q", "chromium")
+    # The suite's workers (pytest-xdist) may all get here at once; apt-get takes dpkg's lock
+    # and fails for the second, so one installs while the others wait on this file lock.
+    with open("/tmp/shotgrid-token-broker-chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.access(CHROMIUM, os.X_OK) and not _apt("install", "-y", "-q", "chromium"):
+            _apt("update", "-q")
+            _apt("install", "-y", "-q", "chromium")
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(
             "BROWSER TESTS SKIPPED: 'apt-get install -y chromium' failed, so there is no "

@@ -45,6 +45,9 @@ def make(served: str, clock: FakeClock) -> Iterator[Make]:
 
     def make(**options: Any) -> TokenValidator:
         options.setdefault("poll", 5.0)
+        # A refetch the test waits for must finish on a loaded machine (parallel workers):
+        # the default 0.25 s bound is for production; tests of the bound set their own.
+        options.setdefault("kid_wait", 5.0)
         made.append(TokenValidator(served, "dna-api", clock=clock, **options))
         assert made[-1].refresher.ready.wait(5)  # the first cycle (keys, feed) is done
         return made[-1]
