@@ -125,11 +125,13 @@ def test_fault_on_the_user_read_is_upstream_unavailable(
 def test_latency_beyond_read_timeout_is_bounded(
     site: ServerThread, clock: MovableClock, emulator: ShotGridEmulator
 ) -> None:
-    emulator.faults.set("token", latency=1.5)
+    emulator.faults.set("token", latency=4.0)
     started = time.monotonic()
     with pytest.raises(UpstreamUnavailable, match="timed out"):
         run(site.url, clock, lambda c: c.login("alice", "alice-pw"), read_timeout=0.3)
-    assert time.monotonic() - started < 0.3 + 0.6
+    # Given up long before the answer came (a wide margin: parallel workers load the machine;
+    # 0.3 + 0.6 s failed once at a load average of 13).
+    assert time.monotonic() - started < 2.0
 
 
 def test_nothing_listening_is_upstream_unavailable(clock: MovableClock) -> None:

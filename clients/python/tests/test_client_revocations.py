@@ -29,8 +29,9 @@ from client_support import FakeBroker, FakeClock, LogRecords, private_key
 Make = Callable[..., TokenValidator]
 
 # The never-blocking promise: validating a token whose key is known reads memory only.
-# A correctness bound, generous for a loaded CI machine, not a benchmark.
-MEMORY_ONLY_BOUND = 0.05
+# A correctness bound, generous for a loaded CI machine running the suite's parallel workers,
+# not a benchmark: a wait would take a network timeout or kid_wait (5 s here), 20 times more.
+MEMORY_ONLY_BOUND = 0.25
 
 
 @pytest.fixture
