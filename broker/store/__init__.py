@@ -3,9 +3,9 @@ and `open_store`.
 
 Modelled on Dex's `storage.Storage` and fosite's per-concern storage interfaces: each
 concern (clients, sessions, refresh families, keys, codes, counters, denylist, upstream
-tokens, leases, the admin reads of sessions, the audit trail) is its own protocol, so a
-component asks for exactly what it uses, and one conformance suite per concern
-(`tests/store/conformance.py`) runs against every backend.
+tokens, leases, the admin reads of sessions, the audit trail, permission checks) is its
+own protocol, so a component asks for exactly what it uses, and one conformance suite per
+concern (`tests/store/conformance.py`) runs against every backend.
 Backends offer storage and atomic primitives only; the rules (grace and reuse of refresh
 tokens, the key lifecycle, who may do what) live in `broker/tokens/` and the grants, once.
 The methods are synchronous; the HTTP layer calls them from its worker threads, never on
@@ -44,6 +44,7 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    PermissionCheckRecord,
     RefreshChain,
     RefreshTokenRecord,
     SessionRecord,
@@ -322,6 +323,21 @@ class DeviceCodeStore(Protocol):
         False. Exactly one of concurrent redemptions wins (single use)."""
 
 
+class PermissionCheckStore(Protocol):
+    """Permission-group answers remembered per browser session (`PermissionCheckRecord`),
+    so the admin page asks ShotGrid at most once per re-check period; the rule (who is
+    an administrator, how long an answer holds) lives in `broker.admin_access`."""
+
+    def put_permission_check(self, record: PermissionCheckRecord) -> None:
+        """Insert, or replace the record of the same sid."""
+
+    def get_permission_check(self, sid: str, now: datetime) -> PermissionCheckRecord | None:
+        """The session's record unless it expired at `now` (expires_at <= now: None)."""
+
+    def drop_permission_checks(self, user_id: int) -> int:
+        """Forget every record of a person (their group changed): how many went."""
+
+
 class Store(
     ClientStore,
     SessionStore,
@@ -336,6 +352,7 @@ class Store(
     AuditStore,
     AppSessionStore,
     DeviceCodeStore,
+    PermissionCheckStore,
     Protocol,
 ):
     """Everything a backend implements: every concern above, plus its lifecycle."""
@@ -348,7 +365,7 @@ class Store(
     def gc(self, now: datetime) -> int:
         """Delete expired rows (sessions, families, tokens, codes, counters, denylist,
         dropped keys, upstream tokens past their refresh expiry, app session and device
-        records past their `purge_at`). Returns rows removed."""
+        records past their `purge_at`, expired permission checks). Returns rows removed."""
 
 
 StoreFactory = Callable[[str], Store]
@@ -404,6 +421,8 @@ __all__ = [
     "KeyState",
     "KeyStore",
     "LeaseStore",
+    "PermissionCheckRecord",
+    "PermissionCheckStore",
     "RefreshChain",
     "RefreshStore",
     "RefreshTokenRecord",

@@ -63,6 +63,7 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    PermissionCheckRecord,
     RefreshChain,
     RefreshTokenRecord,
     SessionRecord,
@@ -96,6 +97,7 @@ _EXPIRING = (
     "audit_events",
     "app_sessions",
     "device_codes",
+    "permission_checks",
 )
 
 
@@ -210,6 +212,7 @@ class MongoStore:
         self._audit: Collection[Doc] = c["audit_events"]
         self._app_sessions: Collection[Doc] = c["app_sessions"]
         self._device_codes: Collection[Doc] = c["device_codes"]
+        self._permission_checks: Collection[Doc] = c["permission_checks"]
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -232,6 +235,7 @@ class MongoStore:
             _create_index(self._tokens, "index", "family_id", name="family_id")
             _create_index(self._keys, "index", "use", name="use")
             _create_index(self._sessions, "index", "login", name="login")
+            _create_index(self._permission_checks, "index", "user_id", name="user_id")
             _create_index(self._audit, "index", [("login", 1), ("_id", -1)], name="login")
             _create_index(self._audit, "index", [("event", 1), ("_id", -1)], name="event")
             _create_index(
@@ -288,6 +292,7 @@ class MongoStore:
         ).deleted_count
         for collection in (self._app_sessions, self._device_codes):
             removed += collection.delete_many({"purge_at": {"$lte": now}}).deleted_count
+        removed += self._permission_checks.delete_many({"expires_at": {"$lte": now}}).deleted_count
         return removed
 
     # --- clients -------------------------------------------------------------------------
@@ -625,6 +630,18 @@ class MongoStore:
             {"$set": {"state": state, "session_token": session_token}},
         )
         return result.matched_count > 0
+
+    # --- permission checks ----------------------------------------------------------------------
+    def put_permission_check(self, record: PermissionCheckRecord) -> None:
+        doc = _doc(record, "sid", record.expires_at)
+        self._permission_checks.replace_one({"_id": record.sid}, doc, upsert=True)
+
+    def get_permission_check(self, sid: str, now: datetime) -> PermissionCheckRecord | None:
+        doc = self._permission_checks.find_one({"_id": sid, "expires_at": {"$gt": ms(now)}})
+        return _opt(PermissionCheckRecord, doc)
+
+    def drop_permission_checks(self, user_id: int) -> int:
+        return self._permission_checks.delete_many({"user_id": user_id}).deleted_count
 
     # --- device authorizations -------------------------------------------------------------------
     def create_device_code(self, record: DeviceCodeRecord) -> None:

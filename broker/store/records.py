@@ -141,6 +141,22 @@ class DeviceCodeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PermissionCheckRecord:
+    """What ShotGrid said about a signed-in person's permission group, for one browser
+    session (the admin page asks once, then trusts the answer until `expires_at`)."""
+
+    sid: str
+    user_id: int
+    login: str
+    permission_group: str | None
+    """The group's name as ShotGrid gave it; None when the person has none (or ShotGrid
+    no longer knows the login)."""
+    checked_at: datetime
+    expires_at: datetime
+    """`checked_at` plus the re-check period: reads treat the answer as absent after it."""
+
+
+@dataclass(frozen=True, slots=True)
 class FamilyRecord:
     """A refresh-token family: one chain of rotations from one grant."""
 

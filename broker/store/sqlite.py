@@ -62,6 +62,7 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    PermissionCheckRecord,
     RefreshChain,
     RefreshTokenRecord,
     SessionRecord,
@@ -91,6 +92,7 @@ _RECORD_TABLES: dict[str, tuple[type[Any], str, tuple[str, ...]]] = {
     "audit_events": (AuditRecord, "id", ()),
     "app_sessions": (AppSessionRecord, "handle_hash", ()),
     "device_codes": (DeviceCodeRecord, "device_code_hash", ()),
+    "permission_checks": (PermissionCheckRecord, "sid", ()),
 }
 
 _OTHER_DDL = (
@@ -115,6 +117,8 @@ _OTHER_DDL = (
     "CREATE INDEX IF NOT EXISTS app_sessions_purge ON app_sessions (purge_at)",
     "CREATE UNIQUE INDEX IF NOT EXISTS device_codes_user_code ON device_codes (user_code_hash)",
     "CREATE INDEX IF NOT EXISTS device_codes_purge ON device_codes (purge_at)",
+    "CREATE INDEX IF NOT EXISTS permission_checks_user ON permission_checks (user_id)",
+    "CREATE INDEX IF NOT EXISTS permission_checks_expiry ON permission_checks (expires_at)",
 )
 
 
@@ -130,6 +134,7 @@ _INSERT = {t: _insert_sql(t, cls) for t, (cls, _, _) in _RECORD_TABLES.items()}
 _REPLACE_CLIENT = _insert_sql("clients", ClientRecord, verb="OR REPLACE")
 _REPLACE_UPSTREAM = _insert_sql("upstream_tokens", UpstreamTokenRecord, ("gc_at",), "OR REPLACE")
 _ADD_AUDIT = _insert_sql("audit_events", AuditRecord, verb="OR IGNORE")
+_PUT_PERMISSION_CHECK = _insert_sql("permission_checks", PermissionCheckRecord, verb="OR REPLACE")
 
 
 def _prefixed(alias: str, cls: type[Any]) -> list[str]:
@@ -347,6 +352,7 @@ class SQLiteStore:
             "DELETE FROM upstream_tokens WHERE gc_at <= :t",
             "DELETE FROM app_sessions WHERE purge_at <= :t",
             "DELETE FROM device_codes WHERE purge_at <= :t",
+            "DELETE FROM permission_checks WHERE expires_at <= :t",
         )
         removed = 0
         with self._tx() as conn:
@@ -674,6 +680,20 @@ class SQLiteStore:
             (device_code_hash,),
         )
         return cur.rowcount > 0
+
+    # --- permission checks ------------------------------------------------------------------
+    def put_permission_check(self, record: PermissionCheckRecord) -> None:
+        self._conn().execute(_PUT_PERMISSION_CHECK, to_row(record))
+
+    def get_permission_check(self, sid: str, now: datetime) -> PermissionCheckRecord | None:
+        row = self._one(
+            "SELECT * FROM permission_checks WHERE sid = ? AND expires_at > ?", (sid, to_ms(now))
+        )
+        return None if row is None else from_row(PermissionCheckRecord, row)
+
+    def drop_permission_checks(self, user_id: int) -> int:
+        cur = self._conn().execute("DELETE FROM permission_checks WHERE user_id = ?", (user_id,))
+        return cur.rowcount
 
     # --- counters -----------------------------------------------------------------------------
     def reserve(

@@ -34,6 +34,7 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    PermissionCheckRecord,
     RefreshTokenRecord,
     SessionRecord,
     UpstreamTokenRecord,
@@ -560,12 +561,64 @@ class DeviceCodeConformance(ConformanceBase):
         assert store.get_device_code("dead-d") is None
 
 
+def make_permission_check(
+    now: datetime, sid: str = "sid-1", user_id: int = 106, **kw: Any
+) -> PermissionCheckRecord:
+    fields: dict[str, Any] = {
+        "sid": sid,
+        "user_id": user_id,
+        "login": "frank",
+        "permission_group": "Admin",
+        "checked_at": now,
+        "expires_at": now + 15 * 60 * S,
+    }
+    fields.update(kw)
+    return PermissionCheckRecord(**fields)
+
+
+class PermissionCheckConformance(ConformanceBase):
+    """`PermissionCheckStore`: the admin page's remembered permission-group answers."""
+
+    def test_round_trip_and_replace(self, store: Store, now: datetime) -> None:
+        assert store.get_permission_check("sid-1", now) is None
+        first = make_permission_check(now)
+        store.put_permission_check(first)
+        assert store.get_permission_check("sid-1", now) == first
+        later = make_permission_check(now + S, permission_group=None, expires_at=now + H)
+        store.put_permission_check(later)
+        assert store.get_permission_check("sid-1", now + S) == later
+        assert store.get_permission_check("sid-2", now) is None
+
+    def test_an_expired_answer_reads_as_none(self, store: Store, now: datetime) -> None:
+        store.put_permission_check(make_permission_check(now, expires_at=now + S))
+        assert store.get_permission_check("sid-1", now + S - MS) is not None
+        assert store.get_permission_check("sid-1", now + S) is None
+
+    def test_drop_forgets_one_person_only(self, store: Store, now: datetime) -> None:
+        store.put_permission_check(make_permission_check(now, "sid-1"))
+        store.put_permission_check(make_permission_check(now, "sid-2"))
+        store.put_permission_check(make_permission_check(now, "sid-3", 101, login="alice"))
+        assert store.drop_permission_checks(106) == 2
+        assert store.get_permission_check("sid-1", now) is None
+        assert store.get_permission_check("sid-2", now) is None
+        assert store.get_permission_check("sid-3", now) is not None
+        assert store.drop_permission_checks(106) == 0
+
+    def test_gc_removes_expired_answers(self, store: Store, now: datetime) -> None:
+        store.put_permission_check(make_permission_check(now, "live", expires_at=now + H))
+        store.put_permission_check(make_permission_check(now, "dead", expires_at=now + S))
+        assert store.gc(now + S) == 1
+        assert store.get_permission_check("live", now + S) is not None
+        assert store.drop_permission_checks(106) == 1
+
+
 class StoreConformance(
     CounterConformance,
     SessionAdminConformance,
     AuditConformance,
     AppSessionConformance,
     DeviceCodeConformance,
+    PermissionCheckConformance,
 ):
     """Every concern: subclass and override `store` to yield a fresh, empty store."""
 
