@@ -1,8 +1,8 @@
 """What an administrator may do over HTTP, and who that administrator is.
 
-`Admin` is the principal: who acts, built from a bearer token here (`admin_from_bearer`)
-and, for the admin page, from a signed-in person whose ShotGrid permission group allows
-it (a second builder beside this one). Every action is a plain synchronous function of
+`Admin` is the principal: who acts, built from a bearer token for the API
+(`admin_from_bearer`) and, for the admin page, from a signed-in person whose ShotGrid
+permission group allows it (`admin_from_session`). Every action is a plain synchronous function of
 the components and that principal, so the API and the page call the same ones; the
 client and key actions go through `broker.admin`, the very functions behind
 `token-broker clients` and `token-broker keys`. Changes are audited as `admin` events
@@ -32,7 +32,7 @@ from broker.events import audit
 from broker.grants import ADMIN_SCOPE, admin_audience
 from broker.store import AuditRecord, ClientRecord, KeyRecord, SessionRecord, StoreError
 from broker.tokens.access import InactiveToken, validate_access_token
-from broker.upstream import UnknownUser, UpstreamError
+from broker.upstream import UnknownUser, UpstreamError, UpstreamUnavailable
 
 log = logging.getLogger("broker.admin_actions")
 
@@ -187,6 +187,28 @@ def admin_from_bearer(parts: Components, authorization: str | None, ip: str | No
     return Admin(kind="client", name=client_id, ip=ip)
 
 
+def admin_from_session(parts: Components, session: SessionRecord, ip: str | None) -> Admin:
+    """The admin a live browser session stands for (the admin page): the person's
+    ShotGrid permission group must be one of `BROKER_ADMIN_PERMISSION_GROUPS`, as ShotGrid
+    said within the re-check period (`broker.admin_access`). ShotGrid unreachable when
+    it must be asked: 503, never a stale yes."""
+    try:
+        verdict = parts.admin_access.check(session)
+    except UpstreamUnavailable as exc:
+        log.warning("admin page: cannot read the permission group (%s)", type(exc).__name__)
+        raise Unavailable(
+            "ShotGrid is not reachable to confirm your permission group. Try again shortly "
+            "(the admin API works without ShotGrid)."
+        ) from None
+    if not verdict.allowed:
+        shown = f" ({verdict.permission_group})" if verdict.permission_group else ""
+        raise Forbidden(
+            f"Your ShotGrid permission group{shown} may not administer the token broker. "
+            "Ask a ShotGrid administrator; after a change, sign out and in again."
+        )
+    return Admin(kind="user", name=session.login, ip=ip, user_id=session.user_id, sid=session.sid)
+
+
 def take_slot(parts: Components, key: str) -> None:
     """One admin call against `BROKER_ADMIN_RATE_LIMIT` per minute (a store counter, so
     every process and replica counts together)."""
@@ -301,6 +323,19 @@ def user_sessions(parts: Components, admin: Admin, login: str) -> list[SessionVi
     if not sessions:
         _require_known_user(parts, login)
     return [_session_view(parts, s) for s in sessions]
+
+
+def session_view(parts: Components, admin: Admin, sid: str) -> SessionView:
+    """One live session (what the page asks an administrator to confirm ending)."""
+    session = parts.store.get_session(sid) if len(sid) <= MAX_ID else None
+    if session is None or not parts.sessions.live(session):
+        raise NotFound("No live session has this sid.")
+    return _session_view(parts, session)
+
+
+def require_user(parts: Components, admin: Admin, login: str) -> None:
+    """404 for a login ShotGrid does not know (as the actions on a person check)."""
+    _require_known_user(parts, _check_login(login))
 
 
 def end_session(parts: Components, admin: Admin, sid: str) -> SessionRecord:

@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from broker.admin_access import AdminAccess
 from broker.audit_trail import AuditTrail
 from broker.clock import Clock, now_ms, system_clock
 from broker.sessions import Lifetimes, Sessions
@@ -42,6 +43,8 @@ class Components:
     """Sign-in through ShotGrid's App Session Launcher."""
     two_factor: TwoFactor
     """The code step of a Legacy Login with two-factor authentication."""
+    admin_access: AdminAccess
+    """Who may use the admin page (their ShotGrid permission group)."""
 
     @property
     def issuer(self) -> str:
@@ -137,4 +140,11 @@ def build_components(
             machine_id=machine_id(settings.issuer),
         ),
         two_factor=TwoFactor(sealer, store, upstream, throttle, clock),
+        admin_access=AdminAccess(
+            store,
+            upstream,
+            clock,
+            groups=settings.admin_permission_groups,
+            recheck=timedelta(seconds=settings.upstream_recheck),
+        ),
     )

@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     """Seconds a `/readyz` ShotGrid probe result is reused, so frequent probes do not hammer ShotGrid."""
 
     upstream_recheck: int = Field(900, ge=0)
-    """Seconds between re-checks, at refresh time, that the user is still active in ShotGrid."""
+    """Seconds between re-checks, at refresh time, that the user is still active in ShotGrid; also how long the admin page trusts a person's permission group before reading it again."""
 
     upstream_recheck_max_stale: int = Field(3600, ge=0)
     """While ShotGrid is down, refreshes keep succeeding until the re-check is overdue by this many seconds; then they fail with 503."""
@@ -196,7 +196,12 @@ class Settings(BaseSettings):
 
     # --- administration ------------------------------------------------------------------------------
     admin_rate_limit: int = Field(120, ge=1)
-    """Admin API calls per minute allowed per client address and per admin client (429 beyond)."""
+    """Admin API and admin page requests per minute allowed per client address and per administrator (429 beyond)."""
+
+    admin_permission_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["Admin"]
+    )
+    """ShotGrid permission groups whose people may use the admin page (`/admin`), comma-separated or a JSON list, spelled exactly as ShotGrid names them. Read from ShotGrid with the script key at a session's first visit and again every `BROKER_UPSTREAM_RECHECK` seconds, so a person taken out of the group loses the page within that period. Empty: the page refuses everyone (the admin API is unaffected)."""
 
     audit_retention: int = Field(30 * 86400, ge=0)
     """Seconds the audit events the admin API shows (sign-ins, session ends, revocations, key and admin events) are kept in the store (0: none are kept; the log lines remain)."""
@@ -265,15 +270,23 @@ class Settings(BaseSettings):
             decode_key(item)
         return value
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "admin_permission_groups", mode="before")
     @classmethod
-    def _proxies_list(cls, value: Any) -> Any:
+    def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
+
+    @field_validator("admin_permission_groups")
+    @classmethod
+    def _groups_shape(cls, value: list[str]) -> list[str]:
+        names = [item.strip() for item in value]
+        if any(not name for name in names):
+            raise ValueError("a permission group name must not be empty")
+        return list(dict.fromkeys(names))
 
     @field_validator("trusted_proxies")
     @classmethod

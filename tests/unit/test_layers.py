@@ -7,7 +7,8 @@ dependency on what is above.
     http      broker/http/ (the only Starlette importer in broker/)
     operations admin (the key and client actions), admin_actions (the admin API's), preflight
     protocol  server, grants/, endpoints/ (Authlib), client_policy (reads the grant registry)
-    domain    components, sessions, throttle, audit_trail, upstream/custody, signin/
+    domain    components, sessions, throttle, audit_trail, upstream/custody, signin/,
+              admin_access
     tokens    tokens/
     upstream  upstream/ (capability protocols, the ShotGrid client)
     store     store/, clock
@@ -52,6 +53,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "broker.audit_trail",
             "broker.upstream.custody",
             "broker.signin",
+            "broker.admin_access",
         ),
     ),
     ("protocol", ("broker.server", "broker.grants", "broker.endpoints", "broker.client_policy")),
