@@ -22,6 +22,7 @@ from broker.endpoints.introspection import BrokerIntrospectionEndpoint
 from broker.endpoints.revocation import BrokerRevocationEndpoint
 from broker.grants.registry import GRANTS
 from broker.http.admin_api import admin_routes, http_exception
+from broker.http.admin_page import admin_page_routes
 from broker.http.browser import browser_routes
 from broker.http.cors import CorsMiddleware
 from broker.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -190,7 +191,14 @@ def create_app(
                 the_store.close()
 
     return Starlette(
-        routes=[*routes, *browser_routes, *service_routes, *ops_routes, *admin_routes],
+        routes=[
+            *routes,
+            *browser_routes,
+            *service_routes,
+            *ops_routes,
+            *admin_routes,
+            *admin_page_routes,
+        ],
         exception_handlers={HTTPException: http_exception},
         middleware=[
             # Outermost: decides the client address before anything reads it.
