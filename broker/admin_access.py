@@ -7,8 +7,6 @@ claim the person brings. The answer is remembered per browser session in the sto
 `BROKER_UPSTREAM_RECHECK` seconds, the period after which a refresh re-checks that a person
 is still active: the first page load of a session asks ShotGrid, later loads within the
 period do not, and a person taken out of the group loses the page within the period.
-`forget` drops a person's answers at once, for whoever learns of a group change sooner
-(ShotGrid's event log).
 
 An answer older than the period is never used while ShotGrid cannot be asked: the page
 fails closed (`UpstreamUnavailable` reaches the caller), unlike the refresh grant's grace
@@ -75,11 +73,6 @@ class AdminAccess:
                 )
             )
         return self._judge(group, fresh=True)
-
-    def forget(self, user_id: int) -> int:
-        """Drop what is remembered of a person (their group or status changed in
-        ShotGrid): their next page load asks ShotGrid again."""
-        return self.store.drop_permission_checks(user_id)
 
     def _read_group(self, session: SessionRecord) -> str | None:
         try:

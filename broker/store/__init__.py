@@ -334,9 +334,6 @@ class PermissionCheckStore(Protocol):
     def get_permission_check(self, sid: str, now: datetime) -> PermissionCheckRecord | None:
         """The session's record unless it expired at `now` (expires_at <= now: None)."""
 
-    def drop_permission_checks(self, user_id: int) -> int:
-        """Forget every record of a person (their group changed): how many went."""
-
 
 class Store(
     ClientStore,

@@ -235,7 +235,6 @@ class MongoStore:
             _create_index(self._tokens, "index", "family_id", name="family_id")
             _create_index(self._keys, "index", "use", name="use")
             _create_index(self._sessions, "index", "login", name="login")
-            _create_index(self._permission_checks, "index", "user_id", name="user_id")
             _create_index(self._audit, "index", [("login", 1), ("_id", -1)], name="login")
             _create_index(self._audit, "index", [("event", 1), ("_id", -1)], name="event")
             _create_index(
@@ -639,9 +638,6 @@ class MongoStore:
     def get_permission_check(self, sid: str, now: datetime) -> PermissionCheckRecord | None:
         doc = self._permission_checks.find_one({"_id": sid, "expires_at": {"$gt": ms(now)}})
         return _opt(PermissionCheckRecord, doc)
-
-    def drop_permission_checks(self, user_id: int) -> int:
-        return self._permission_checks.delete_many({"user_id": user_id}).deleted_count
 
     # --- device authorizations -------------------------------------------------------------------
     def create_device_code(self, record: DeviceCodeRecord) -> None:

@@ -117,7 +117,6 @@ _OTHER_DDL = (
     "CREATE INDEX IF NOT EXISTS app_sessions_purge ON app_sessions (purge_at)",
     "CREATE UNIQUE INDEX IF NOT EXISTS device_codes_user_code ON device_codes (user_code_hash)",
     "CREATE INDEX IF NOT EXISTS device_codes_purge ON device_codes (purge_at)",
-    "CREATE INDEX IF NOT EXISTS permission_checks_user ON permission_checks (user_id)",
     "CREATE INDEX IF NOT EXISTS permission_checks_expiry ON permission_checks (expires_at)",
 )
 
@@ -690,10 +689,6 @@ class SQLiteStore:
             "SELECT * FROM permission_checks WHERE sid = ? AND expires_at > ?", (sid, to_ms(now))
         )
         return None if row is None else from_row(PermissionCheckRecord, row)
-
-    def drop_permission_checks(self, user_id: int) -> int:
-        cur = self._conn().execute("DELETE FROM permission_checks WHERE user_id = ?", (user_id,))
-        return cur.rowcount
 
     # --- counters -----------------------------------------------------------------------------
     def reserve(

@@ -594,22 +594,19 @@ class PermissionCheckConformance(ConformanceBase):
         assert store.get_permission_check("sid-1", now + S - MS) is not None
         assert store.get_permission_check("sid-1", now + S) is None
 
-    def test_drop_forgets_one_person_only(self, store: Store, now: datetime) -> None:
+    def test_sessions_are_kept_apart(self, store: Store, now: datetime) -> None:
         store.put_permission_check(make_permission_check(now, "sid-1"))
-        store.put_permission_check(make_permission_check(now, "sid-2"))
-        store.put_permission_check(make_permission_check(now, "sid-3", 101, login="alice"))
-        assert store.drop_permission_checks(106) == 2
-        assert store.get_permission_check("sid-1", now) is None
-        assert store.get_permission_check("sid-2", now) is None
-        assert store.get_permission_check("sid-3", now) is not None
-        assert store.drop_permission_checks(106) == 0
+        other = make_permission_check(now, "sid-2", 101, login="alice", permission_group="Artist")
+        store.put_permission_check(other)
+        assert store.get_permission_check("sid-1", now) == make_permission_check(now, "sid-1")
+        assert store.get_permission_check("sid-2", now) == other
 
     def test_gc_removes_expired_answers(self, store: Store, now: datetime) -> None:
         store.put_permission_check(make_permission_check(now, "live", expires_at=now + H))
         store.put_permission_check(make_permission_check(now, "dead", expires_at=now + S))
         assert store.gc(now + S) == 1
         assert store.get_permission_check("live", now + S) is not None
-        assert store.drop_permission_checks(106) == 1
+        assert store.get_permission_check("dead", now) is None
 
 
 class StoreConformance(
