@@ -15,10 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from broker.app import create_app
+from broker.demo import demo_clients
 from shotgrid_emulator import ShotGridEmulator
-from tests.support.broker import RunningBroker, broker_with_emulator
+from tests.support.broker import RunningBroker, broker_settings, broker_with_emulator
 from tests.support.clock import MovableClock
-from tests.support.oidc import hidden_fields, query_of, submit_login
+from tests.support.flaky_store import FlakyStore
+from tests.support.oidc import Flow, hidden_fields, login_code, query_of, submit_login
+from tests.support.servers import ServerThread, reserve_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -354,3 +358,74 @@ def test_rotate_keys_after_confirmation(running: RunningBroker, frank: httpx.Cli
     current_before = {k for k, s in before.items() if s == "current"}
     assert all(after[k] == "retired" for k in current_before)
     assert admin_events(running, "keys_rotate")[-1]["admin"] == "user:frank"
+
+
+# --- SSO, outages and the rate limit ---------------------------------------------------------
+def test_a_browser_signed_in_to_the_broker_goes_straight_in(running: RunningBroker) -> None:
+    with browser(running) as http:
+        login_code(http, Flow(), "frank")  # signed in at /authorize for dna-frontend
+        page = http.get("/admin/keys")
+        assert page.status_code == 200 and 'id="keys"' in page.text
+        assert 'name="username"' not in page.text
+
+
+def test_shotgrid_unreachable_when_the_group_is_due_is_503_never_a_stale_yes(
+    site: tuple[RunningBroker, ShotGridEmulator], frank: httpx.Client, clock: MovableClock
+) -> None:
+    _running, emu = site
+    assert frank.get("/admin/keys").status_code == 200
+    emu.faults.set("/api", status=503)
+    try:
+        assert frank.get("/admin/keys").status_code == 200  # the answer is still fresh
+        clock.advance(RECHECK + 1)
+        page = frank.get("/admin/keys")
+        assert page.status_code == 503 and int(page.headers["retry-after"]) > 0
+        assert 'id="keys"' not in page.text and error_text(page)
+    finally:
+        emu.faults.clear()
+    assert frank.get("/admin/keys").status_code == 200
+
+
+def test_store_down_is_a_503_page(tmp_path: Path, clock: MovableClock) -> None:
+    emu = ShotGridEmulator.default(clock=clock)
+    upstream = ServerThread(emu.app).start()
+    port = reserve_port()
+    settings = broker_settings(tmp_path, upstream.url, port)
+    store = FlakyStore(settings.store_url or "")
+    app = create_app(
+        settings, store=store, clock=clock, seed_clients=demo_clients(), housekeeping=False
+    )  # type: ignore[arg-type]
+    server = ServerThread(app, port=port).start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            sign_in(http, "frank")
+            confirm = http.get("/admin/keys/rotate")
+            store.down = True
+            for method, path, data in [
+                ("GET", "/admin?login=alice", None),
+                ("GET", "/admin/keys", None),
+                ("POST", "/admin/keys/rotate", {"csrf_token": form_token(confirm)}),
+            ]:
+                page = http.request(method, path, data=data)
+                assert page.status_code == 503, (path, page.text)
+                assert int(page.headers["retry-after"]) > 0
+            store.down = False
+            assert http.get("/admin/keys").status_code == 200
+    finally:
+        server.stop()
+        upstream.stop()
+        store.inner.close()
+
+
+def test_the_rate_limit_is_a_429_page(tmp_path: Path, clock: MovableClock) -> None:
+    with (
+        broker_with_emulator(tmp_path, clock, admin_rate_limit=3) as (running, _emu, _site),
+        browser(running) as http,
+    ):
+        sign_in(http, "frank")
+        statuses = [http.get("/admin/keys").status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        page = http.get("/admin/clients")
+        assert page.status_code == 429 and int(page.headers["retry-after"]) > 0
+        clock.advance(61)
+        assert http.get("/admin/keys").status_code == 200
