@@ -185,6 +185,7 @@ def banner(tour: Tour) -> str:
             f"shotgrid-token-broker demo: issuer {iss}",
             f"  discovery          {iss}/.well-known/openid-configuration",
             f"  ShotGrid emulator  {tour.shotgrid_url}",
+            f"  admin page         {iss}/admin (sign in as frank/frank-pw)",
             f"  data dir           {tour.data_dir} (SQLite store, sealed signing keys, "
             f"{SECRET_FILE})",
             "  users              alice/alice-pw, bob/bob-pw, frank/frank-pw (group Admin); "
