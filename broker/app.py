@@ -1,6 +1,8 @@
 """`create_app(settings)`: the Starlette application. The lifespan opens the store, the
 upstream client and the keys (`broker.components`), and runs housekeeping (GC, scheduled
-key rotation, the audit trail's pruning) and the audit trail's flushes."""
+key rotation, the audit trail's pruning), the audit trail's flushes, and the revocation
+tasks: back-channel logout delivery from the store's outbox, and the ShotGrid event-log
+watcher (`broker.revocation`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,14 +31,17 @@ from broker.http.cors import CorsMiddleware
 from broker.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from broker.http.ops import ops_routes
 from broker.http.proxies import ProxyHeadersMiddleware, TrustedProxies
+from broker.http.revocations import routes as revocation_routes
 from broker.http.routes import routes
 from broker.http.services import routes as service_routes
 from broker.http.threads import make_executor, run_on
 from broker.logs import configure_logging, register_secret
+from broker.revocation.backchannel import BATCH as BACKCHANNEL_BATCH
+from broker.revocation.watcher import ShotGridEventWatcher
 from broker.server import BrokerAuthorizationServer
 from broker.settings import Settings
 from broker.store import ClientRecord, Store, StoreError, StoreUnavailable, open_store
-from broker.upstream import Upstream
+from broker.upstream import Upstream, UpstreamError
 from broker.upstream.probe import UpstreamProbe
 from broker.upstream.resilience import CircuitBreaker, ResilientTransport
 
@@ -107,6 +113,34 @@ def _flush_audit(parts: Components) -> None:
         log.warning("audit trail not flushed (kept queued): %s", exc.__class__.__name__)
 
 
+async def _deliver_backchannel(state: Any, parts: Components) -> None:
+    """Deliver due back-channel logouts, each on its own worker thread, forever."""
+    delivery = parts.backchannel
+    while True:
+        notices = []
+        try:
+            notices = await run_on(state, delivery.claim)
+            if notices:
+                await asyncio.gather(*(run_on(state, delivery.deliver, n) for n in notices))
+        except StoreError as exc:
+            log.warning("back-channel logout delivery skipped: %s", exc.__class__.__name__)
+        except Exception:
+            log.exception("back-channel logout delivery failed")
+        if len(notices) < BACKCHANNEL_BATCH:
+            await asyncio.sleep(parts.settings.backchannel_poll)
+
+
+async def _watch_shotgrid(state: Any, watcher: ShotGridEventWatcher) -> None:
+    while True:
+        try:
+            await run_on(state, watcher.poll_once)
+        except (StoreError, UpstreamError) as exc:
+            log.warning("ShotGrid event log not read: %s: %s", exc.__class__.__name__, exc)
+        except Exception:
+            log.exception("ShotGrid event watcher failed")
+        await asyncio.sleep(watcher.poll)
+
+
 def _start(parts: Components, seed_clients: list[ClientRecord]) -> None:
     parts.start()
     for client in seed_clients:
@@ -122,7 +156,11 @@ def create_app(
     clock: Callable[[], datetime] = system_clock,
     seed_clients: Iterable[ClientRecord] = (),
     housekeeping: bool = True,
+    revocation_tasks: bool | None = None,
 ) -> Starlette:
+    """`housekeeping`: GC and key rotation every minute. `revocation_tasks` (default: as
+    `housekeeping`): back-channel logout delivery and the ShotGrid event watcher."""
+    run_revocation_tasks = housekeeping if revocation_tasks is None else revocation_tasks
     if settings.allow_insecure_issuer:
         os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
     for secret in (settings.secret_key, *settings.old_secret_keys, settings.shotgrid_script_key):
@@ -171,6 +209,10 @@ def create_app(
         tasks = [asyncio.create_task(flush_audit())]
         if housekeeping:
             tasks.append(asyncio.create_task(loop()))
+        if run_revocation_tasks:
+            tasks.append(asyncio.create_task(_deliver_backchannel(app.state, parts)))
+            if parts.watcher is not None:
+                tasks.append(asyncio.create_task(_watch_shotgrid(app.state, parts.watcher)))
         try:
             yield
         finally:
@@ -180,6 +222,8 @@ def create_app(
                     await task
             # What is still queued (the last second of kept audit events) is written now.
             await run_on(app.state, _flush_audit, parts)
+            with contextlib.suppress(Exception):  # the store may be down: its lease lapses
+                await run_on(app.state, parts.close)
             # uvicorn runs this after in-flight requests finished (or its graceful
             # shutdown timeout passed), so no request loses its store or upstream midway.
             if app.state.upstream_probe is not None:
@@ -195,6 +239,7 @@ def create_app(
             *routes,
             *browser_routes,
             *service_routes,
+            *revocation_routes,
             *ops_routes,
             *admin_routes,
             *admin_page_routes,

@@ -8,12 +8,18 @@ rather than reaching through a do-everything object.
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from broker.admin_access import AdminAccess
 from broker.audit_trail import AuditTrail
 from broker.clock import Clock, now_ms, system_clock
+from broker.revocation.backchannel import BackchannelDelivery
+from broker.revocation.feed import RevocationFeed
+from broker.revocation.watcher import ShotGridEventWatcher
 from broker.sessions import Lifetimes, Sessions
 from broker.settings import Settings, decode_key
 from broker.signin.launcher import Launcher
@@ -23,6 +29,7 @@ from broker.throttle import LoginThrottle
 from broker.tokens.crypto import Sealer
 from broker.tokens.keys import KeyManager
 from broker.tokens.minting import TokenMinter
+from broker.tokens.revocation_feed import entry_lifetime
 from broker.upstream import Upstream
 from broker.upstream.custody import Custody
 
@@ -45,6 +52,12 @@ class Components:
     """The code step of a Legacy Login with two-factor authentication."""
     admin_access: AdminAccess
     """Who may use the admin page (their ShotGrid permission group)."""
+    feed: RevocationFeed
+    backchannel: BackchannelDelivery
+    watcher: ShotGridEventWatcher | None
+    """None when `shotgrid_events_poll` is 0 or the broker has no ShotGrid script key."""
+    instance: str
+    """This process's name in store leases (host, pid and a random part)."""
 
     @property
     def issuer(self) -> str:
@@ -57,6 +70,13 @@ class Components:
         """First start: make the keys; then rotate them if a rotation is due."""
         self.keys.ensure_keys()
         self.keys.rotate_if_due()
+
+    def close(self) -> None:
+        """Release what the parts hold beyond the store and upstream (which their owner
+        closes): the back-channel HTTP client, the event watcher's lease."""
+        self.backchannel.close()
+        if self.watcher is not None:
+            self.watcher.release()
 
 
 def sealer_for(settings: Settings) -> Sealer:
@@ -94,6 +114,31 @@ def build_components(
     sealer = sealer_for(settings)
     keys = key_manager(settings, store, sealer, clock)
     throttle = LoginThrottle(store, settings, clock)
+    instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    lifetime = entry_lifetime(settings.access_token_ttl)
+    sessions = Sessions(
+        store,
+        Lifetimes(
+            refresh_idle=timedelta(seconds=settings.refresh_idle_ttl),
+            absolute=timedelta(seconds=settings.refresh_absolute_ttl),
+            reuse_grace=timedelta(seconds=settings.refresh_reuse_grace),
+            default_audience=settings.default_audience,
+            revocation_entry=lifetime,
+        ),
+        clock,
+    )
+    custody = Custody(store, sealer, upstream, strategy=settings.upstream_strategy, clock=clock)
+    watcher = None
+    if settings.shotgrid_events_poll > 0 and upstream.script_configured:
+        watcher = ShotGridEventWatcher(
+            store,
+            upstream,
+            sessions,
+            custody,
+            clock,
+            owner=instance,
+            poll=settings.shotgrid_events_poll,
+        )
     return Components(
         settings=settings,
         clock=clock,
@@ -106,23 +151,8 @@ def build_components(
             default_audience=settings.default_audience,
             clock=clock,
         ),
-        sessions=Sessions(
-            store,
-            Lifetimes(
-                refresh_idle=timedelta(seconds=settings.refresh_idle_ttl),
-                absolute=timedelta(seconds=settings.refresh_absolute_ttl),
-                reuse_grace=timedelta(seconds=settings.refresh_reuse_grace),
-                default_audience=settings.default_audience,
-            ),
-            clock,
-        ),
-        custody=Custody(
-            store,
-            sealer,
-            upstream,
-            strategy=settings.upstream_strategy,
-            clock=clock,
-        ),
+        sessions=sessions,
+        custody=custody,
         upstream=upstream,
         throttle=throttle,
         audit_trail=AuditTrail(
@@ -147,4 +177,17 @@ def build_components(
             groups=settings.admin_permission_groups,
             recheck=timedelta(seconds=settings.upstream_recheck),
         ),
+        feed=RevocationFeed(store, keys, settings.issuer, clock, lifetime=lifetime),
+        backchannel=BackchannelDelivery(
+            store,
+            keys,
+            settings.issuer,
+            clock,
+            owner=instance,
+            timeout=settings.backchannel_timeout,
+            max_attempts=settings.backchannel_max_attempts,
+            backoff=settings.backchannel_retry_backoff,
+        ),
+        watcher=watcher,
+        instance=instance,
     )

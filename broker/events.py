@@ -23,7 +23,9 @@ ones it counts; a throttled `login` names the counter that refused it in `limit`
 | `code_replay` | authorization code grant (second redemption) | revoked |
 | `refresh` | refresh grant | rotated, grace |
 | `refresh_reuse_detected` | refresh grant | revoked |
-| `session_revoked` | upstream re-check | the reason |
+| `session_revoked` | upstream re-check, ShotGrid event watcher | the reason |
+| `shotgrid_permission_changed` | ShotGrid event watcher (a group changed) | success |
+| `backchannel_logout` | back-channel logout delivery | delivered, retry, rejected, gave_up |
 | `logout`, `logout_confirm_shown` | RP-initiated logout | success |
 | `revoke` | RFC 7009 revocation (`token_type` access_token or refresh_token) | success |
 | `token_exchange` | RFC 8693 exchange to a broker audience | success, inactive_subject |

@@ -87,6 +87,12 @@ FAMILIES_REVOKED = Counter(
     "broker_families_revoked", "Refresh families (or whole sessions) revoked.", ["reason"]
 )
 KEY_EVENTS = Counter("broker_key_events", "Signing key rotations and retirements.", ["event"])
+BACKCHANNEL_LOGOUTS = Counter(
+    "broker_backchannel_logouts",
+    "Back-channel logout delivery attempts by outcome (delivered, retry, rejected, gave_up, "
+    "dropped).",
+    ["outcome"],
+)
 STORE_ERRORS = Counter(
     "broker_store_errors", "Requests that failed because the store was unavailable.", ["where"]
 )
@@ -237,6 +243,8 @@ def observe_event(event: str, outcome: str, fields: dict[str, object]) -> None:
         FAMILIES_REVOKED.labels("revoke").inc()
     elif event in ("key_rotated", "key_retired"):
         KEY_EVENTS.labels(event).inc()
+    elif event == "backchannel_logout":
+        BACKCHANNEL_LOGOUTS.labels(outcome).inc()
 
 
 def audit_dropped() -> None:

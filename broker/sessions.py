@@ -4,6 +4,13 @@ A session is one sign-in (password grant, login page, device flow); a family is 
 of refresh-token rotations from one grant under it. This module owns their lifetimes and
 the order of the store calls; the rotation rules themselves are the pure functions of
 `broker.tokens.rotation`, and the store offers only reads and compare-and-swaps.
+
+Every revocation made here gives the store how long its revocation-feed entry lives
+(`broker.tokens.revocation_feed.entry_lifetime`), and ending a session gives it the
+back-channel logout notices to write in the same step: one per client that holds a
+family under the session or made the sign-in, and registered a `backchannel_logout_uri`.
+A family started concurrently with the session's end may miss its notice; its tokens are
+still refused (the session's `sid` entry, and the refresh grant's own checks).
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from broker.store import (
     USER_AGENT_MAX,
     AlreadyClaimed,
     AuthCodeRecord,
+    ClientStore,
     FamilyRecord,
+    LogoutNotice,
     RefreshChain,
     RefreshStore,
     RefreshTokenRecord,
@@ -30,8 +39,8 @@ from broker.tokens.secrets import new_token_id
 from broker.upstream import Identity
 
 
-class SessionsStore(SessionStore, RefreshStore, Protocol):
-    """What `Sessions` needs of a store."""
+class SessionsStore(SessionStore, RefreshStore, ClientStore, Protocol):
+    """What `Sessions` needs of a store (clients: who gets back-channel logouts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,9 @@ class Lifetimes:
     """A session (and every family under it) ends this long after sign-in."""
     reuse_grace: timedelta
     default_audience: str
+    revocation_entry: timedelta
+    """How long a `sid` or `fam` entry stays on the revocation feed
+    (`broker.tokens.revocation_feed.entry_lifetime`)."""
 
 
 class Sessions:
@@ -54,6 +66,10 @@ class Sessions:
         return now_ms(self.clock)
 
     # --- sessions ------------------------------------------------------------------------
+    def feed_until(self, at: datetime) -> datetime:
+        """When the revocation entry of something revoked `at` leaves the feed."""
+        return at + self.lifetimes.revocation_entry
+
     def new_session(
         self,
         identity: Identity,
@@ -64,11 +80,14 @@ class Sessions:
         user_agent: str | None = None,
         auth_time: datetime | None = None,
         upstream_sid: str | None = None,
+        client_id: str | None = None,
     ) -> SessionRecord:
         """Start a session; how it was signed into, from where and with what are kept for
         the admin API (the user agent cut to `USER_AGENT_MAX` characters). `auth_time` is
         when the person authenticated, if earlier than now (a device approved from a
-        browser session signed in before)."""
+        browser session signed in before); `client_id` when one client made the sign-in
+        (it then hears of the session's end by back-channel logout even without a refresh
+        family)."""
         now = self.now()
         session = SessionRecord(
             sid=new_token_id(),
@@ -84,6 +103,7 @@ class Sessions:
             client_ip=client_ip[:64] if client_ip else None,
             user_agent=user_agent[:USER_AGENT_MAX] if user_agent else None,
             upstream_sid=upstream_sid,
+            client_id=client_id,
         )
         self.store.create_session(session)
         return session
@@ -92,8 +112,55 @@ class Sessions:
         return session is not None and not session.revoked and session.expires_at > self.now()
 
     def end_session(self, sid: str, reason: str) -> bool:
-        """End a session and every family under it (logout, deactivation, ...)."""
-        return self.store.revoke_session(sid, self.now(), reason)
+        """End a session and every family under it (logout, deactivation, ...), with its
+        revocation entry and back-channel logout notices. False if it had already ended
+        (or never existed): then nothing is written and nobody is notified again."""
+        now = self.now()
+        return self.store.revoke_session(
+            sid,
+            now,
+            reason,
+            feed_until=self.feed_until(now),
+            notices=self.logout_notices(sid, now),
+        )
+
+    def logout_notices(self, sid: str, now: datetime) -> tuple[LogoutNotice, ...]:
+        """The back-channel logouts a session's end sends (OIDC Back-Channel Logout 1.0
+        §2.7): to each client that made the sign-in or holds a family under it and has
+        registered a `backchannel_logout_uri`."""
+        session = self.store.get_session(sid)
+        if session is None or session.revoked:
+            return ()
+        clients = dict.fromkeys([session.client_id] if session.client_id else [])
+        clients.update(dict.fromkeys(f.client_id for f in self.store.list_families(sid)))
+        notices = []
+        for client_id in clients:
+            client = self.store.get_client(client_id)
+            if client is not None and client.backchannel_logout_uri:
+                notices.append(
+                    LogoutNotice(
+                        notice_id=new_token_id(),
+                        sid=sid,
+                        client_id=client_id,
+                        user_id=session.user_id,
+                        created_at=now,
+                        due_at=now,
+                    )
+                )
+        return tuple(notices)
+
+    def end_user_sessions(self, user_id: int, reason: str) -> list[str]:
+        """End every session of a user that may still have valid access tokens (not
+        revoked, and not expired for longer than a revocation entry lives); the sids
+        ended by this call."""
+        now = self.now()
+        ended = []
+        for session in self.store.list_user_sessions(user_id):
+            if session.revoked or self.feed_until(session.expires_at) <= now:
+                continue
+            if self.end_session(session.sid, reason):
+                ended.append(session.sid)
+        return ended
 
     # --- families --------------------------------------------------------------------------
     def new_family(
@@ -149,7 +216,8 @@ class Sessions:
         )
 
     def revoke_family(self, family_id: str, reason: str) -> bool:
-        return self.store.revoke_family(family_id, self.now(), reason)
+        now = self.now()
+        return self.store.revoke_family(family_id, now, reason, feed_until=self.feed_until(now))
 
     # --- rotation ----------------------------------------------------------------------------
     def rotate(
@@ -163,6 +231,7 @@ class Sessions:
             self.next_refresh_record(chain.family, now),
             now,
             self.lifetimes.reuse_grace,
+            feed_until=self.feed_until(now),
             before_claim=before_claim,
         )
 
@@ -174,12 +243,14 @@ def rotate_chain(
     now: datetime,
     grace: timedelta,
     *,
+    feed_until: datetime,
     before_claim: Callable[[], None] | None = None,
 ) -> RotationResult:
     """Judge the chain as read (`broker.tokens.rotation`), claim its token for `successor`,
     and on a lost or late claim apply the reuse rules: the whole refresh, in the order of
     store calls every backend gets. `before_claim` runs only for a usable chain, before
-    anything is written (the grant's upstream re-check, which may end the session)."""
+    anything is written (the grant's upstream re-check, which may end the session). A
+    family revoked for reuse stays on the revocation feed until `feed_until`."""
     if chain is None:
         return RotationResult(RotationStatus.INVALID, problem="expired")
     problem = chain_problem(chain, now)
@@ -199,5 +270,5 @@ def rotate_chain(
     used_at, earlier = claim.used_at, claim.successor
     if judge_reuse(used_at, earlier, now, grace) is RotationStatus.GRACE:
         return RotationResult(RotationStatus.GRACE, earlier, family)
-    store.revoke_family(family.family_id, now, "reuse")
+    store.revoke_family(family.family_id, now, "reuse", feed_until=feed_until)
     return RotationResult(RotationStatus.REUSED, None, store.get_family(family.family_id) or family)

@@ -152,6 +152,22 @@ class Settings(BaseSettings):
     jwks_max_age: int = Field(300, gt=0)
     """`Cache-Control: max-age` of `/jwks.json`; keys are published at least this long before they sign."""
 
+    # --- revocation (feed, back-channel logout, ShotGrid event log) -----------------------------------
+    backchannel_poll: float = Field(1.0, gt=0)
+    """Seconds between looks at the back-channel logout outbox: a logout token is sent within about this long of the session's end."""
+
+    backchannel_timeout: float = Field(5.0, gt=0)
+    """Seconds a back-channel logout POST may take to connect, and again to be answered, before the attempt counts as failed."""
+
+    backchannel_max_attempts: int = Field(8, ge=1)
+    """Attempts at one back-channel logout before the broker gives up on it (logged, and counted as `broker_backchannel_logouts_total{outcome="gave_up"}`)."""
+
+    backchannel_retry_backoff: float = Field(2.0, gt=0)
+    """Seconds before the first retry of a failed back-channel logout; each further retry waits twice as long, at most 5 minutes."""
+
+    shotgrid_events_poll: float = Field(10.0, ge=0)
+    """Seconds between reads of ShotGrid's event log (`EventLogEntry`) for users deactivated there, whose sessions then end at once (one reader across all processes and replicas, with the script key; 0 turns it off, leaving the refresh re-check)."""
+
     # --- browser login (authorization endpoint, login page, SSO) -------------------------------------
     site_name: str = "ShotGrid"
     """Name shown on the login page ("Sign in to <site name>")."""

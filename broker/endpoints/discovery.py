@@ -53,6 +53,9 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
             "email_verified",
         ],
         "service_documentation": f"{issuer}/openapi.yaml",
+        # OIDC Back-Channel Logout 1.0 §2.1: logout tokens carry `sid`.
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }
     for spec in GRANTS:
         doc.update({name: f"{issuer}{path}" for name, path in spec.metadata})
@@ -70,8 +73,10 @@ def metadata(issuer: str, *, signing_alg: str, openid: bool) -> dict[str, Any]:
 
 
 def service_endpoints(issuer: str, signing_alg: str) -> dict[str, Any]:
-    """Revocation (RFC 7009), introspection (RFC 7662, JWT answers per RFC 9701 §6)."""
+    """Revocation (RFC 7009), introspection (RFC 7662, JWT answers per RFC 9701 §6), and
+    the revocation feed for offline validators (this broker's documented extension)."""
     return {
+        "revocation_feed_endpoint": f"{issuer}/revocations",
         "revocation_endpoint": f"{issuer}/revoke",
         "revocation_endpoint_auth_methods_supported": [
             "client_secret_basic",

@@ -130,7 +130,7 @@ class BrokerRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
         now = parts.now()
         if token.kind == ACCESS:
             if token.expires_at > now:
-                store.deny_access_token(token.jti, token.expires_at)
+                store.deny_access_token(token.jti, token.expires_at, at=now)
             audit("revoke", token_type=ACCESS, client_id=token.client_id, ip=request.client_ip)
             return
         assert token.family_id is not None and token.sid is not None

@@ -89,7 +89,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             started.append(sessions.family_for_code(record))
             return started[-1]
 
-        record, first_use = store.redeem_code(code_hash, parts.now(), start_family)
+        now = parts.now()
+        record, first_use = store.redeem_code(
+            code_hash, now, start_family, feed_until=sessions.feed_until(now)
+        )
         if record is None:
             raise InvalidGrantError("The authorization code is invalid or expired.")
         if not first_use or not started:

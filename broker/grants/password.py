@@ -140,6 +140,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):  # type: igno
             auth_method="password",
             client_ip=self.request.client_ip,
             user_agent=self.request.headers.get("user-agent"),
+            client_id=client.client_id,
         )
         parts.custody.keep(session, self.login.tokens)
         family = refresh = None

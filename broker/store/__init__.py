@@ -21,6 +21,26 @@ Every implementation MUST:
   backend cannot be reached or times out (mapped to 503 `temporarily_unavailable`);
 - store documents with a schema version and read every earlier version;
 - never hold a secret in clear (the records are already hashed/encrypted by callers).
+
+Revocation entries and logout notices (issue 15) are never a write of their own: each is
+made by the very step that changes what it describes, so no crash can leave a revoked
+session, family or access token off the feed, or an ended session without its
+back-channel logouts. The two backends keep that promise in their own way, and one
+conformance class (`RevocationConformance`) holds both to the same observable contract:
+
+- SQLite writes a `revocations` row (and the `logout_outbox` rows) inside the
+  `BEGIN IMMEDIATE` transaction that revokes the session or family or denylists the jti;
+  the feed reads that one table by its `expires_at` index.
+- MongoDB has no multi-document transactions, so the entry is *derived* from the document
+  the decisive compare-and-swap writes: the same `update_one` that sets a session's or
+  family's `revoked_at` sets its `feed_until` (and raises its TTL `expire_at` to at least
+  that, so the document outlives the entry), and a denylist document carries its
+  `created_at`; the feed reads sessions, families and the denylist by their `feed_until`
+  / `expires_at` indexes (three indexed finds, once per second per process). Logout
+  notices ride in the session document of the same `update_one`, and are copied into
+  `logout_outbox` by idempotent upserts (by the call itself and, should it die first, by
+  the next claim); a delivered notice stays there as a tombstone until its TTL, so a late
+  copy can never resurrect it.
 """
 
 from __future__ import annotations
@@ -44,9 +64,12 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    LogoutNotice,
     PermissionCheckRecord,
     RefreshChain,
     RefreshTokenRecord,
+    RevocationEntry,
+    RevocationKind,
     SessionRecord,
     UpstreamTokenRecord,
     ms,
@@ -91,9 +114,23 @@ class SessionStore(Protocol):
     def mark_session_checked(self, sid: str, at: datetime) -> None:
         """Set last_checked_at = max(last_checked_at, at)."""
 
-    def revoke_session(self, sid: str, at: datetime, reason: str) -> bool:
-        """Atomically revoke the session and every family under it. False if already
-        revoked or unknown."""
+    def list_user_sessions(self, user_id: int) -> list[SessionRecord]:
+        """Every stored session of a user (revoked and expired ones too), oldest first;
+        indexed by user_id."""
+
+    def revoke_session(
+        self,
+        sid: str,
+        at: datetime,
+        reason: str,
+        *,
+        feed_until: datetime,
+        notices: Sequence[LogoutNotice] = (),
+    ) -> bool:
+        """Atomically revoke the session and every family under it, and in the same step
+        make its `sid` revocation entry (created `at`, live until `feed_until`) and store
+        `notices` in the logout outbox. False (nothing written) if already revoked or
+        unknown."""
 
 
 class RefreshStore(Protocol):
@@ -106,8 +143,12 @@ class RefreshStore(Protocol):
 
     def list_families(self, sid: str) -> list[FamilyRecord]: ...
 
-    def revoke_family(self, family_id: str, at: datetime, reason: str) -> bool:
-        """False if already revoked or unknown."""
+    def revoke_family(
+        self, family_id: str, at: datetime, reason: str, *, feed_until: datetime
+    ) -> bool:
+        """Revoke the family and, in the same step, make its `fam` revocation entry
+        (created `at`, live until `feed_until`). False (nothing written) if already
+        revoked or unknown."""
 
     def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None: ...
 
@@ -186,7 +227,7 @@ class CodeStore(Protocol):
     def create_code(self, code: AuthCodeRecord) -> None: ...
 
     def redeem_code(
-        self, code_hash: str, now: datetime, start_family: FamilyStarter
+        self, code_hash: str, now: datetime, start_family: FamilyStarter, *, feed_until: datetime
     ) -> tuple[AuthCodeRecord | None, bool]:
         """Redeem a code and start the refresh family its tokens belong to, as one atomic
         step, so a concurrent replay always finds the family to revoke (Dex's
@@ -200,7 +241,8 @@ class CodeStore(Protocol):
         or expired: (None, False). Backends without multi-document transactions must
         still guarantee that a replay concurrent with the first use leaves the family
         revoked: the first use re-reads the code after storing the family and revokes the
-        family itself if it finds the code replayed meanwhile."""
+        family itself if it finds the code replayed meanwhile (its `fam` entry then lives
+        until `feed_until`)."""
 
 
 class CounterStore(Protocol):
@@ -234,7 +276,9 @@ class CounterStore(Protocol):
 class DenylistStore(Protocol):
     """Revoked access tokens, by jti, until they expire (RFC 7009)."""
 
-    def deny_access_token(self, jti: str, expires_at: datetime) -> None: ...
+    def deny_access_token(self, jti: str, expires_at: datetime, *, at: datetime) -> None:
+        """Denylist until `expires_at` (a later call never shortens it) and, in the same
+        step, make the `jti` revocation entry (created `at` by the first call)."""
 
     def is_access_token_denied(self, jti: str, now: datetime) -> bool: ...
 
@@ -335,6 +379,49 @@ class PermissionCheckStore(Protocol):
         """The session's record unless it expired at `now` (expires_at <= now: None)."""
 
 
+class RevocationStore(Protocol):
+    """The revocation feed's one read (REVOCATION_FORMATS.md). The entries are written
+    by `revoke_session`, `revoke_family`, `redeem_code` and `deny_access_token`."""
+
+    def live_revocations(self, now: datetime) -> list[RevocationEntry]:
+        """Every entry with `expires_at` after `now`, ordered by (created_at, kind, value).
+        A session or family revoked twice has one entry (the first); a jti's entry keeps
+        its first `created_at` and the latest `expires_at`."""
+
+
+class LogoutOutboxStore(Protocol):
+    """Back-channel logout notices waiting for delivery (written by `revoke_session`)."""
+
+    def claim_logout_notices(
+        self, now: datetime, owner: str, lease: timedelta, limit: int
+    ) -> list[LogoutNotice]:
+        """Up to `limit` notices due at `now` and not leased (or whose lease has passed),
+        oldest due first, each leased to `owner` until `now + lease` by a compare-and-swap:
+        of concurrent claimers, each notice goes to exactly one. Returned as leased."""
+
+    def finish_logout_notice(self, notice: LogoutNotice) -> bool:
+        """Delivered, or given up: the notice leaves the outbox for good. False (nothing
+        written) unless it is still leased to `notice.lease_owner`."""
+
+    def retry_logout_notice(self, notice: LogoutNotice, due_at: datetime, error: str) -> bool:
+        """A failed attempt: count it, record `error`, release the lease and make the
+        notice due again at `due_at`. False (nothing written) unless it is still leased
+        to `notice.lease_owner`."""
+
+    def pending_logout_notices(self) -> list[LogoutNotice]:
+        """Every notice still in the outbox, ordered by (created_at, notice_id)."""
+
+
+class WatermarkStore(Protocol):
+    """Named monotonic counters: how far a reader of an outside log has got (the ShotGrid
+    event watcher's last EventLogEntry id)."""
+
+    def get_watermark(self, name: str) -> int | None: ...
+
+    def raise_watermark(self, name: str, value: int) -> int:
+        """Set the watermark to max(current, value), atomically; return the result."""
+
+
 class Store(
     ClientStore,
     SessionStore,
@@ -350,6 +437,9 @@ class Store(
     AppSessionStore,
     DeviceCodeStore,
     PermissionCheckStore,
+    RevocationStore,
+    LogoutOutboxStore,
+    WatermarkStore,
     Protocol,
 ):
     """Everything a backend implements: every concern above, plus its lifecycle."""
@@ -361,8 +451,10 @@ class Store(
 
     def gc(self, now: datetime) -> int:
         """Delete expired rows (sessions, families, tokens, codes, counters, denylist,
-        dropped keys, upstream tokens past their refresh expiry, app session and device
-        records past their `purge_at`, expired permission checks). Returns rows removed."""
+        revocation entries, dropped keys, upstream tokens past their refresh expiry, app
+        session and device records past their `purge_at`, expired permission checks). A
+        revoked session or family stays until its revocation entry expires when the entry
+        is derived from it. Returns rows removed."""
 
 
 StoreFactory = Callable[[str], Store]
@@ -418,11 +510,16 @@ __all__ = [
     "KeyState",
     "KeyStore",
     "LeaseStore",
+    "LogoutNotice",
+    "LogoutOutboxStore",
     "PermissionCheckRecord",
     "PermissionCheckStore",
     "RefreshChain",
     "RefreshStore",
     "RefreshTokenRecord",
+    "RevocationEntry",
+    "RevocationKind",
+    "RevocationStore",
     "SessionAdminStore",
     "SessionRecord",
     "SessionStore",
@@ -431,6 +528,7 @@ __all__ = [
     "StoreUnavailable",
     "UpstreamTokenRecord",
     "UpstreamTokenStore",
+    "WatermarkStore",
     "ms",
     "open_store",
     "register_backend",

@@ -12,6 +12,11 @@ a retry cannot finish. No multi-document transactions: they need a replica set, 
 step needs one under this design (see `claim_refresh`, `redeem_code`, `promote_key_if`,
 `bootstrap_keys`). Documents carry `schema` and, when they expire, `expire_at` under a TTL
 index; TTL deletion is late (about once a minute), so every read checks expiry itself.
+
+Revocation entries are derived from the documents whose compare-and-swap made them (a
+session's or family's `revoked_at`/`feed_until`, a denylist document's `created_at`), and
+logout notices ride in the revoked session's document until copied into `logout_outbox`:
+see the package docstring for why.
 Indexes are created on first use rather than at construction, so a broker can start while
 the database is down and answer 503 until it comes back.
 """
@@ -48,8 +53,16 @@ from broker.store import (
     StoreUnavailable,
     register_backend,
 )
-from broker.store._codec import StoredFormError, from_doc, key_range, to_doc, upstream_gc_at
+from broker.store._codec import (
+    EPOCH,
+    StoredFormError,
+    from_doc,
+    key_range,
+    to_doc,
+    upstream_gc_at,
+)
 from broker.store.records import (
+    LOGOUT_NOTICE_RETENTION,
     SCHEMA_VERSION,
     AlreadyClaimed,
     AppSessionRecord,
@@ -63,9 +76,12 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    LogoutNotice,
     PermissionCheckRecord,
     RefreshChain,
     RefreshTokenRecord,
+    RevocationEntry,
+    RevocationKind,
     SessionRecord,
     UpstreamTokenRecord,
     ms,
@@ -98,6 +114,7 @@ _EXPIRING = (
     "app_sessions",
     "device_codes",
     "permission_checks",
+    "logout_outbox",
 )
 
 
@@ -186,6 +203,17 @@ def _opt(cls: type[T], doc: Mapping[str, Any] | None) -> T | None:
     return None if doc is None else from_doc(cls, doc)
 
 
+def _notice_doc(notice: LogoutNotice) -> Doc:
+    doc = _doc(notice, "notice_id", notice.created_at + LOGOUT_NOTICE_RETENTION)
+    doc["done"] = False
+    return doc
+
+
+def _aware(value: datetime) -> datetime:
+    """A stored date as aware UTC (a client opened without tz_aware returns naive UTC)."""
+    return ms(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+
+
 @_guard_all
 class MongoStore:
     def __init__(self, url: str, *, client: Any = None) -> None:
@@ -213,6 +241,7 @@ class MongoStore:
         self._app_sessions: Collection[Doc] = c["app_sessions"]
         self._device_codes: Collection[Doc] = c["device_codes"]
         self._permission_checks: Collection[Doc] = c["permission_checks"]
+        self._outbox: Collection[Doc] = c["logout_outbox"]
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -244,6 +273,19 @@ class MongoStore:
                 name="user_code_hash_unique",
                 unique=True,
             )
+            _create_index(self._sessions, "index", "user_id", name="user_id")
+            # The revocation feed's reads, and the outbox's.
+            for derived in (self._sessions, self._families):
+                _create_index(derived, "sparse index", "feed_until", name="feed_until", sparse=True)
+            _create_index(self._denylist, "index", "expires_at", name="expires_at")
+            _create_index(
+                self._sessions,
+                "sparse index",
+                "pending_notices._id",
+                name="pending_notices",
+                sparse=True,
+            )
+            _create_index(self._outbox, "index", [("done", 1), ("due_at", 1)], name="due")
             for name in _EXPIRING:
                 _create_index(
                     self._db[name],
@@ -271,11 +313,27 @@ class MongoStore:
 
     def gc(self, now: datetime) -> int:
         now = ms(now)
-        sids = [d["_id"] for d in self._sessions.find({"expires_at": {"$lte": now}}, {"_id": 1})]
+        # A revoked session or family outlives its own expiry while its revocation entry
+        # (derived from it) lives, and a session until its logout notices are copied out.
+        feeding = {"feed_until": {"$gt": now}}
+        sids = [
+            d["_id"]
+            for d in self._sessions.find(
+                {
+                    "expires_at": {"$lte": now},
+                    "$nor": [feeding, {"pending_notices._id": {"$exists": True}}],
+                },
+                {"_id": 1},
+            )
+        ]
         fids = [
             d["_id"]
             for d in self._families.find(
-                {"$or": [{"expires_at": {"$lte": now}}, {"sid": {"$in": sids}}]}, {"_id": 1}
+                {
+                    "$or": [{"expires_at": {"$lte": now}}, {"sid": {"$in": sids}}],
+                    "$nor": [feeding],
+                },
+                {"_id": 1},
             )
         ]
         removed = self._tokens.delete_many(
@@ -286,6 +344,7 @@ class MongoStore:
         for collection in (self._codes, self._counters, self._denylist, self._leases):
             removed += collection.delete_many({"expires_at": {"$lte": now}}).deleted_count
         removed += self._upstream.delete_many({"expire_at": {"$lte": now}}).deleted_count
+        removed += self._outbox.delete_many({"expire_at": {"$lte": now}}).deleted_count
         removed += self._keys.delete_many(
             {"state": KeyState.RETIRED.value, "drop_after": {"$lte": now}}
         ).deleted_count
@@ -322,10 +381,30 @@ class MongoStore:
     def mark_session_checked(self, sid: str, at: datetime) -> None:
         self._sessions.update_one({"_id": sid}, {"$max": {"last_checked_at": ms(at)}})
 
-    def revoke_session(self, sid: str, at: datetime, reason: str) -> bool:
-        at = ms(at)
+    def list_user_sessions(self, user_id: int) -> list[SessionRecord]:
+        cursor = self._sessions.find({"user_id": user_id}).sort([("auth_time", 1), ("_id", 1)])
+        return [from_doc(SessionRecord, d) for d in cursor]
+
+    def revoke_session(
+        self,
+        sid: str,
+        at: datetime,
+        reason: str,
+        *,
+        feed_until: datetime,
+        notices: Sequence[LogoutNotice] = (),
+    ) -> bool:
+        """The CAS on the session sets `revoked_at`, its revocation entry (`feed_until`)
+        and its logout notices (`pending_notices`) in one document write; copying the
+        notices into the outbox follows, idempotently."""
+        at, feed_until = ms(at), ms(feed_until)
+        update: Doc = {"revoked_at": at, "feed_until": feed_until}
+        keep = feed_until
+        if notices:
+            update["pending_notices"] = [_notice_doc(n) for n in notices]
+            keep = max(keep, at + LOGOUT_NOTICE_RETENTION)
         won = self._sessions.update_one(
-            {"_id": sid, "revoked_at": None}, {"$set": {"revoked_at": at}}
+            {"_id": sid, "revoked_at": None}, {"$set": update, "$max": {"expire_at": keep}}
         ).modified_count
         # The revoked session already makes every rotation under it INVALID; revoking the
         # families too is idempotent and runs even when the session was already revoked,
@@ -334,7 +413,21 @@ class MongoStore:
             {"sid": sid, "revoked_at": None},
             {"$set": {"revoked_at": at, "revoked_reason": reason}},
         )
+        if won and notices:
+            self._copy_notices(sid)
         return won > 0
+
+    def _copy_notices(self, sid: str) -> None:
+        """Upsert a session's pending notices into the outbox, then drop them from the
+        session. Idempotent: a notice already copied (even delivered: its tombstone stays
+        until its TTL) is never written again."""
+        doc = self._sessions.find_one({"_id": sid}, {"pending_notices": 1})
+        for notice in (doc or {}).get("pending_notices") or []:
+            with contextlib.suppress(DuplicateKeyError):  # a concurrent copy, same notice
+                self._outbox.update_one(
+                    {"_id": notice["_id"]}, {"$setOnInsert": notice}, upsert=True
+                )
+        self._sessions.update_one({"_id": sid}, {"$unset": {"pending_notices": ""}})
 
     # --- refresh families and tokens -------------------------------------------------------
     def create_family(self, family: FamilyRecord, first: RefreshTokenRecord) -> None:
@@ -364,10 +457,16 @@ class MongoStore:
         cursor = self._families.find({"sid": sid}).sort([("created_at", 1), ("_id", 1)])
         return [from_doc(FamilyRecord, d) for d in cursor]
 
-    def revoke_family(self, family_id: str, at: datetime, reason: str) -> bool:
+    def revoke_family(
+        self, family_id: str, at: datetime, reason: str, *, feed_until: datetime
+    ) -> bool:
+        feed_until = ms(feed_until)
         result = self._families.update_one(
             {"_id": family_id, "revoked_at": None},
-            {"$set": {"revoked_at": ms(at), "revoked_reason": reason}},
+            {
+                "$set": {"revoked_at": ms(at), "revoked_reason": reason, "feed_until": feed_until},
+                "$max": {"expire_at": feed_until},
+            },
         )
         return result.modified_count > 0
 
@@ -572,7 +671,7 @@ class MongoStore:
         self._insert(self._codes, _doc(code, "code_hash", code.expires_at))
 
     def redeem_code(
-        self, code_hash: str, now: datetime, start_family: FamilyStarter
+        self, code_hash: str, now: datetime, start_family: FamilyStarter, *, feed_until: datetime
     ) -> tuple[AuthCodeRecord | None, bool]:
         """The CAS on the code document decides and names the family; the family's inserts
         follow (idempotent). A replay marks the code first and its caller revokes the
@@ -596,7 +695,7 @@ class MongoStore:
                 self._ensure_family(family, first)
                 again = self._codes.find_one({"_id": code_hash}, {"replayed_at": 1})
                 if again is not None and again.get("replayed_at") is not None:
-                    self.revoke_family(family.family_id, now, "code_replay")
+                    self.revoke_family(family.family_id, now, "code_replay", feed_until=feed_until)
                 return from_doc(AuthCodeRecord, doc), True
         self._codes.update_one(
             {"_id": code_hash, "replayed_at": None, "used_at": {"$ne": None}},
@@ -734,13 +833,14 @@ class MongoStore:
         return int(self._counters.delete_many({"_id": {"$gte": low, "$lt": high}}).deleted_count)
 
     # --- access-token denylist ----------------------------------------------------------------
-    def deny_access_token(self, jti: str, expires_at: datetime) -> None:
+    def deny_access_token(self, jti: str, expires_at: datetime, *, at: datetime) -> None:
         expires_at = ms(expires_at)
         self._denylist.update_one(
             {"_id": jti},
             {
                 "$max": {"expires_at": expires_at, "expire_at": expires_at},
                 "$set": {"schema": SCHEMA_VERSION},
+                "$setOnInsert": {"created_at": ms(at)},
             },
             upsert=True,
         )
@@ -805,10 +905,108 @@ class MongoStore:
             ).deleted_count
         return removed
 
+    # --- revocation feed ------------------------------------------------------------------------
+    def live_revocations(self, now: datetime) -> list[RevocationEntry]:
+        now = ms(now)
+        found: list[RevocationEntry] = []
+        for kind, collection in (
+            (RevocationKind.SESSION, self._sessions),
+            (RevocationKind.FAMILY, self._families),
+        ):
+            for doc in collection.find(
+                {"feed_until": {"$gt": now}}, {"_id": 1, "revoked_at": 1, "feed_until": 1}
+            ):
+                found.append(
+                    RevocationEntry(
+                        kind, doc["_id"], _aware(doc["revoked_at"]), _aware(doc["feed_until"])
+                    )
+                )
+        for doc in self._denylist.find({"expires_at": {"$gt": now}}):
+            # Denied before created_at was kept: as old as can be.
+            created = doc.get("created_at")
+            found.append(
+                RevocationEntry(
+                    RevocationKind.ACCESS_TOKEN,
+                    doc["_id"],
+                    _aware(created) if created is not None else EPOCH,
+                    _aware(doc["expires_at"]),
+                )
+            )
+        found.sort(key=lambda e: (e.created_at, e.kind.value, e.value))
+        return found
 
-def _aware(value: datetime) -> datetime:
-    """A date from an aggregation, as the codec reads documents (UTC when naive)."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    # --- back-channel logout outbox -------------------------------------------------------------
+    def _copy_pending(self) -> None:
+        for doc in self._sessions.find({"pending_notices._id": {"$exists": True}}, {"_id": 1}):
+            self._copy_notices(doc["_id"])
+
+    def claim_logout_notices(
+        self, now: datetime, owner: str, lease: timedelta, limit: int
+    ) -> list[LogoutNotice]:
+        """Each claim is one `find_one_and_update` on one notice: of concurrent claimers
+        exactly one sees it due and unleased. First, notices a revoking call left in its
+        session document (it died before copying them) are copied."""
+        now = ms(now)
+        until = ms(now + lease)
+        self._copy_pending()
+        claimed: list[LogoutNotice] = []
+        for _ in range(limit):
+            doc = self._outbox.find_one_and_update(
+                {
+                    "done": False,
+                    "due_at": {"$lte": now},
+                    "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
+                },
+                {"$set": {"lease_owner": owner, "lease_until": until}},
+                sort=[("due_at", 1), ("_id", 1)],
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                break
+            claimed.append(from_doc(LogoutNotice, doc))
+        return claimed
+
+    def finish_logout_notice(self, notice: LogoutNotice) -> bool:
+        result = self._outbox.update_one(
+            {"_id": notice.notice_id, "lease_owner": notice.lease_owner, "done": False},
+            {"$set": {"done": True, "lease_owner": None, "lease_until": None}},
+        )
+        return result.modified_count > 0
+
+    def retry_logout_notice(self, notice: LogoutNotice, due_at: datetime, error: str) -> bool:
+        result = self._outbox.update_one(
+            {"_id": notice.notice_id, "lease_owner": notice.lease_owner, "done": False},
+            {
+                "$set": {
+                    "due_at": ms(due_at),
+                    "last_error": error,
+                    "lease_owner": None,
+                    "lease_until": None,
+                },
+                "$inc": {"attempts": 1},
+            },
+        )
+        return result.modified_count > 0
+
+    def pending_logout_notices(self) -> list[LogoutNotice]:
+        self._copy_pending()
+        cursor = self._outbox.find({"done": False}).sort([("created_at", 1), ("_id", 1)])
+        return [from_doc(LogoutNotice, d) for d in cursor]
+
+    # --- watermarks ---------------------------------------------------------------------------
+    def get_watermark(self, name: str) -> int | None:
+        doc = self._meta.find_one({"_id": f"watermark:{name}"})
+        return None if doc is None else int(doc["value"])
+
+    def raise_watermark(self, name: str, value: int) -> int:
+        doc = self._meta.find_one_and_update(
+            {"_id": f"watermark:{name}"},
+            {"$max": {"value": int(value)}, "$set": {"schema": SCHEMA_VERSION}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert doc is not None  # an upsert returning the document after it
+        return int(doc["value"])
 
 
 def _from_url(url: str) -> MongoStore:

@@ -9,7 +9,7 @@ AES-GCM ciphertexts (`tokens/crypto.py`), refresh tokens are known only by their
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -44,6 +44,9 @@ class ClientRecord:
     may_exchange_shotgrid: bool = False
     max_exchange_lifetime: int | None = None
     """Seconds; an exchanged token may outlive its subject token only up to this."""
+    backchannel_logout_uri: str | None = None
+    """OIDC Back-Channel Logout 1.0 §2.2: where the broker POSTs a logout token when a
+    session this client signed into ends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,10 @@ class SessionRecord:
     upstream_sid: str | None = None
     """The session whose kept ShotGrid tokens this one uses (custody): a device session
     uses those of the browser session that approved it."""
+    client_id: str | None = None
+    """The client the sign-in was made for, when one client made it (password grant):
+    it is told by back-channel logout when the session ends even if it holds no refresh
+    family. Browser sessions serve every client that gets a code under them (None)."""
 
     @property
     def revoked(self) -> bool:
@@ -293,3 +300,51 @@ class AuditRecord:
     """The ShotGrid login the event is about, lower-cased (the filter of the admin API)."""
     fields: dict[str, str] = field(default_factory=dict)
     """The event's other identifiers (client_id, sid, ip, admin, ...), as text."""
+
+
+class RevocationKind(StrEnum):
+    """What a revocation entry names (the claim of an access token it matches)."""
+
+    SESSION = "sid"
+    FAMILY = "fam"
+    ACCESS_TOKEN = "jti"
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationEntry:
+    """One entry of the revocation feed: a session ended, a refresh family revoked or an
+    access token revoked, from `created_at` until `expires_at` (after which no token it
+    can match is still valid). Written by the store in the same step as the change."""
+
+    kind: RevocationKind
+    value: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutNotice:
+    """A back-channel logout to deliver (OIDC Back-Channel Logout 1.0): the outbox row
+    written with the session's end, claimed by one deliverer at a time under a lease."""
+
+    notice_id: str
+    """Random; also the logout token's `jti`, the same on every attempt, so a receiver
+    that got a delivery whose answer was lost recognises the retry."""
+    sid: str
+    client_id: str
+    user_id: int
+    created_at: datetime
+    due_at: datetime
+    """Next attempt no earlier than this."""
+    attempts: int = 0
+    """Attempts made so far."""
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    """While leased, no other deliverer may claim the notice."""
+    last_error: str | None = None
+
+
+LOGOUT_NOTICE_RETENTION = timedelta(days=1)
+"""A logout notice still undelivered this long after it was written is deleted by `gc`
+(and MongoDB's TTL): every token of its session has long expired, and a deliverer gives
+up well before (`BROKER_BACKCHANNEL_MAX_ATTEMPTS`)."""

@@ -12,6 +12,11 @@ custody, counters), or one short `BEGIN IMMEDIATE` transaction where several row
 together (refresh claims, code redemption, key promotion, session revocation, bootstrap). BEGIN
 IMMEDIATE takes the write lock up front, so the read that decides and the writes that
 follow cannot interleave with another writer, in this process or another.
+
+Revocation entries live in their own `revocations` table, one row per (kind, value),
+inserted by the transaction that revokes the session or family or denylists the jti; the
+back-channel logout outbox (`logout_outbox`) is filled by the session's revoking
+transaction too (see the package docstring).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from broker.store._codec import (
     upstream_gc_at,
 )
 from broker.store.records import (
+    LOGOUT_NOTICE_RETENTION,
     SCHEMA_VERSION,
     AlreadyClaimed,
     AppSessionRecord,
@@ -62,9 +68,12 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    LogoutNotice,
     PermissionCheckRecord,
     RefreshChain,
     RefreshTokenRecord,
+    RevocationEntry,
+    RevocationKind,
     SessionRecord,
     UpstreamTokenRecord,
     ms,
@@ -93,6 +102,7 @@ _RECORD_TABLES: dict[str, tuple[type[Any], str, tuple[str, ...]]] = {
     "app_sessions": (AppSessionRecord, "handle_hash", ()),
     "device_codes": (DeviceCodeRecord, "device_code_hash", ()),
     "permission_checks": (PermissionCheckRecord, "sid", ()),
+    "logout_outbox": (LogoutNotice, "notice_id", ()),
 }
 
 _OTHER_DDL = (
@@ -102,6 +112,13 @@ _OTHER_DDL = (
     " expires_at INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY NOT NULL, owner TEXT NOT NULL,"
     " expires_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS revocations (kind TEXT NOT NULL, value TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (kind, value))",
+    "CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY NOT NULL,"
+    " value INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS revocations_expiry ON revocations (expires_at)",
+    "CREATE INDEX IF NOT EXISTS logout_outbox_due ON logout_outbox (due_at)",
+    "CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id)",
     "CREATE UNIQUE INDEX IF NOT EXISTS sessions_cookie ON sessions (cookie_hash)"
     " WHERE cookie_hash IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at)",
@@ -166,6 +183,13 @@ _RESERVE = (
     " THEN counters.window_start + :w ELSE :t + :w END"
     " WHERE counters.window_start + :w <= :t OR counters.count < :limit"
     " RETURNING count, window_start"
+)
+
+# A jti denied twice keeps its first created_at and the later expiry; a session or family
+# is revoked once (its compare-and-swap decides), so its entry is written once.
+_ENTRY_UPSERT = (
+    "INSERT INTO revocations (kind, value, created_at, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (kind, value) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)"
 )
 
 _UNAVAILABLE_MARKERS = ("locked", "busy", "i/o", "unable to open", "disk")
@@ -346,6 +370,8 @@ class SQLiteStore:
             "DELETE FROM codes WHERE expires_at <= :t",
             "DELETE FROM counters WHERE expires_at <= :t",
             "DELETE FROM denylist WHERE expires_at <= :t",
+            "DELETE FROM revocations WHERE expires_at <= :t",
+            "DELETE FROM logout_outbox WHERE created_at <= :t - :keep",
             "DELETE FROM leases WHERE expires_at <= :t",
             "DELETE FROM keys WHERE state = 'retired' AND drop_after <= :t",
             "DELETE FROM upstream_tokens WHERE gc_at <= :t",
@@ -356,7 +382,10 @@ class SQLiteStore:
         removed = 0
         with self._tx() as conn:
             for sql in statements:
-                removed += conn.execute(sql, {"t": t}).rowcount
+                count = conn.execute(sql, {"t": t, "keep": LOGOUT_NOTICE_RETENTION // _MS}).rowcount
+                # Revocation entries are not counted: on MongoDB they are part of the
+                # records above, so the count stays the same on every backend.
+                removed += 0 if "revocations" in sql else count
         return removed
 
     # --- clients -------------------------------------------------------------------------
@@ -393,18 +422,37 @@ class SQLiteStore:
             (to_ms(at), sid, to_ms(at)),
         )
 
-    def revoke_session(self, sid: str, at: datetime, reason: str) -> bool:
+    def list_user_sessions(self, user_id: int) -> list[SessionRecord]:
+        rows = self._conn().execute(
+            "SELECT * FROM sessions WHERE user_id = ? ORDER BY auth_time, sid", (user_id,)
+        )
+        return [from_row(SessionRecord, r) for r in rows.fetchall()]
+
+    def revoke_session(
+        self,
+        sid: str,
+        at: datetime,
+        reason: str,
+        *,
+        feed_until: datetime,
+        notices: Sequence[LogoutNotice] = (),
+    ) -> bool:
         t = to_ms(at)
         with self._tx() as conn:
-            cur = conn.execute(
+            won = conn.execute(
                 "UPDATE sessions SET revoked_at = ? WHERE sid = ? AND revoked_at IS NULL", (t, sid)
-            )
+            ).rowcount
             conn.execute(
                 "UPDATE families SET revoked_at = ?, revoked_reason = ?"
                 " WHERE sid = ? AND revoked_at IS NULL",
                 (t, reason, sid),
             )
-        return cur.rowcount > 0
+            if won:
+                entry = (RevocationKind.SESSION.value, sid, t, to_ms(feed_until))
+                conn.execute(_ENTRY_UPSERT, entry)
+                for notice in notices:
+                    self._insert(conn, "logout_outbox", notice)
+        return won > 0
 
     # --- refresh families and tokens -------------------------------------------------------
     def create_family(self, family: FamilyRecord, first: RefreshTokenRecord) -> None:
@@ -424,13 +472,21 @@ class SQLiteStore:
         )
         return [from_row(FamilyRecord, r) for r in rows.fetchall()]
 
-    def revoke_family(self, family_id: str, at: datetime, reason: str) -> bool:
-        cur = self._conn().execute(
-            "UPDATE families SET revoked_at = ?, revoked_reason = ?"
-            " WHERE family_id = ? AND revoked_at IS NULL",
-            (to_ms(at), reason, family_id),
-        )
-        return cur.rowcount > 0
+    def revoke_family(
+        self, family_id: str, at: datetime, reason: str, *, feed_until: datetime
+    ) -> bool:
+        t = to_ms(at)
+        with self._tx() as conn:
+            won = conn.execute(
+                "UPDATE families SET revoked_at = ?, revoked_reason = ?"
+                " WHERE family_id = ? AND revoked_at IS NULL",
+                (t, reason, family_id),
+            ).rowcount
+            if won:
+                conn.execute(
+                    _ENTRY_UPSERT, (RevocationKind.FAMILY.value, family_id, t, to_ms(feed_until))
+                )
+        return won > 0
 
     def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None:
         row = self._one("SELECT * FROM refresh_tokens WHERE jti = ?", (jti,))
@@ -583,8 +639,10 @@ class SQLiteStore:
         self._insert(self._conn(), "codes", code)
 
     def redeem_code(
-        self, code_hash: str, now: datetime, start_family: FamilyStarter
+        self, code_hash: str, now: datetime, start_family: FamilyStarter, *, feed_until: datetime
     ) -> tuple[AuthCodeRecord | None, bool]:
+        # feed_until is unused: one transaction covers redemption and the family's start,
+        # so this backend never has to revoke a family on its own here.
         t = to_ms(now)
         with self._tx() as conn:
             row = conn.execute(
@@ -735,12 +793,15 @@ class SQLiteStore:
         return cursor.rowcount
 
     # --- access-token denylist ----------------------------------------------------------------
-    def deny_access_token(self, jti: str, expires_at: datetime) -> None:
-        self._conn().execute(
-            "INSERT INTO denylist (jti, expires_at) VALUES (?, ?)"
-            " ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
-            (jti, to_ms(expires_at)),
-        )
+    def deny_access_token(self, jti: str, expires_at: datetime, *, at: datetime) -> None:
+        until = to_ms(expires_at)
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO denylist (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti)"
+                " DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                (jti, until),
+            )
+            conn.execute(_ENTRY_UPSERT, (RevocationKind.ACCESS_TOKEN.value, jti, to_ms(at), until))
 
     def is_access_token_denied(self, jti: str, now: datetime) -> bool:
         row = self._one(
@@ -811,6 +872,85 @@ class SQLiteStore:
                 (keep - 1,),
             ).rowcount
         return removed
+
+    # --- revocation feed ----------------------------------------------------------------------
+    def live_revocations(self, now: datetime) -> list[RevocationEntry]:
+        rows = self._conn().execute(
+            "SELECT kind, value, created_at, expires_at FROM revocations WHERE expires_at > ?"
+            " ORDER BY created_at, kind, value",
+            (to_ms(now),),
+        )
+        return [
+            RevocationEntry(
+                RevocationKind(r["kind"]),
+                r["value"],
+                from_ms(r["created_at"]),
+                from_ms(r["expires_at"]),
+            )
+            for r in rows.fetchall()
+        ]
+
+    # --- back-channel logout outbox -------------------------------------------------------------
+    def claim_logout_notices(
+        self, now: datetime, owner: str, lease: timedelta, limit: int
+    ) -> list[LogoutNotice]:
+        t = to_ms(now)
+        due = "due_at <= :t AND (lease_until IS NULL OR lease_until <= :t)"
+        # The common case, nothing due, costs a read and no write lock.
+        if self._one(f"SELECT 1 AS due FROM logout_outbox WHERE {due} LIMIT 1", {"t": t}) is None:  # noqa: S608
+            return []
+        until = ms(now + lease)
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM logout_outbox WHERE {due}"  # noqa: S608
+                " ORDER BY due_at, notice_id LIMIT :n",
+                {"t": t, "n": limit},
+            ).fetchall()
+            claimed = []
+            for row in rows:
+                conn.execute(
+                    "UPDATE logout_outbox SET lease_owner = ?, lease_until = ? WHERE notice_id = ?",
+                    (owner, to_ms(until), row["notice_id"]),
+                )
+                notice = from_row(LogoutNotice, row)
+                claimed.append(replace(notice, lease_owner=owner, lease_until=until))
+        return claimed
+
+    def finish_logout_notice(self, notice: LogoutNotice) -> bool:
+        cur = self._conn().execute(
+            "DELETE FROM logout_outbox WHERE notice_id = ? AND lease_owner = ?",
+            (notice.notice_id, notice.lease_owner),
+        )
+        return cur.rowcount > 0
+
+    def retry_logout_notice(self, notice: LogoutNotice, due_at: datetime, error: str) -> bool:
+        cur = self._conn().execute(
+            "UPDATE logout_outbox SET attempts = attempts + 1, due_at = ?, last_error = ?,"
+            " lease_owner = NULL, lease_until = NULL WHERE notice_id = ? AND lease_owner = ?",
+            (to_ms(due_at), error, notice.notice_id, notice.lease_owner),
+        )
+        return cur.rowcount > 0
+
+    def pending_logout_notices(self) -> list[LogoutNotice]:
+        rows = self._conn().execute("SELECT * FROM logout_outbox ORDER BY created_at, notice_id")
+        return [from_row(LogoutNotice, r) for r in rows.fetchall()]
+
+    # --- watermarks ---------------------------------------------------------------------------
+    def get_watermark(self, name: str) -> int | None:
+        row = self._one("SELECT value FROM watermarks WHERE name = ?", (name,))
+        return None if row is None else int(row["value"])
+
+    def raise_watermark(self, name: str, value: int) -> int:
+        rows = (
+            self._conn()
+            .execute(
+                "INSERT INTO watermarks (name, value) VALUES (?, ?) ON CONFLICT (name)"
+                " DO UPDATE SET value = max(value, excluded.value) RETURNING value",
+                (name, int(value)),
+            )
+            .fetchall()
+        )
+        return int(rows[0]["value"])
 
 
 def _from_url(url: str) -> SQLiteStore:

@@ -17,6 +17,11 @@ from broker.store.records import FamilyRecord, RefreshTokenRecord, SessionRecord
 
 ACCESS_TOKEN_TYP = "at+jwt"
 REFRESH_TOKEN_TYP = "rt+jwt"
+LOGOUT_TOKEN_TYP = "logout+jwt"
+"""OIDC Back-Channel Logout 1.0 §2.4 (explicit typing per RFC 8725 §3.11)."""
+LOGOUT_TOKEN_LIFETIME = 120
+"""Seconds between a logout token's `iat` and `exp` (REVOCATION_FORMATS.md)."""
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
 IAT_LEEWAY_SECONDS = 30
@@ -156,3 +161,21 @@ def user_claims(session: SessionRecord, scope: str) -> dict[str, Any]:
         claims["email"] = session.email
         claims["email_verified"] = True
     return claims
+
+
+def logout_token_claims(
+    *, issuer: str, client_id: str, sid: str, user_id: int, jti: str, issued_at: datetime
+) -> dict[str, Any]:
+    """OIDC Back-Channel Logout 1.0 §2.4: `sid` and `sub` both, `events`, never `nonce`.
+    `jti` is the outbox notice's id, the same on every delivery attempt of one notice."""
+    iat = epoch(issued_at)
+    return {
+        "iss": issuer,
+        "aud": client_id,
+        "iat": iat,
+        "exp": iat + LOGOUT_TOKEN_LIFETIME,
+        "jti": jti,
+        "sid": sid,
+        "sub": str(user_id),
+        "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+    }

@@ -53,6 +53,21 @@ class Membership:
 
 
 @dataclass(frozen=True, slots=True)
+class UserChange:
+    """One ShotGrid EventLogEntry of a HumanUser field change (`Shotgun_HumanUser_Change`).
+
+    `old_value`/`new_value` are the status code for `sg_status_list` (`act`, `dis`) and the
+    group's name for `permission_rule_set`."""
+
+    event_id: int
+    user_id: int
+    attribute: str
+    old_value: str | None
+    new_value: str | None
+    created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class LoginResult:
     identity: Identity
     tokens: UpstreamTokens
@@ -227,6 +242,21 @@ class AppSessionUpstream(SiteUpstream, SessionTokenUpstream, Protocol):
 
     def poll_app_session(self, request_id: str) -> AppSessionPoll:
         """Poll a request once (callers pace themselves: at most every 2 s)."""
+
+
+class EventLogUpstream(Protocol):
+    """ShotGrid's event log (EventLogEntry), read with the broker's script key."""
+
+    def latest_event_id(self) -> int:
+        """The id of the newest EventLogEntry of any kind (0 on an empty log): where a
+        reader that has never read starts, so it does not replay the site's history."""
+        ...
+
+    def user_changes(
+        self, after_id: int, attributes: tuple[str, ...], limit: int
+    ) -> list[UserChange]:
+        """HumanUser changes of these fields with an id above `after_id`, oldest first, at
+        most `limit` of them."""
         ...
 
 
@@ -238,6 +268,7 @@ class Upstream(
     SudoUpstream,
     TwoFactorUpstream,
     AppSessionUpstream,
+    EventLogUpstream,
     Protocol,
 ):
     """Every capability: what the broker's wiring holds (the real client)."""
@@ -254,6 +285,7 @@ __all__ = [
     "AppSessionStarted",
     "AppSessionUpstream",
     "DirectoryUpstream",
+    "EventLogUpstream",
     "GroupUpstream",
     "Identity",
     "InactiveUser",
@@ -278,4 +310,5 @@ __all__ = [
     "UpstreamTokenRejected",
     "UpstreamTokens",
     "UpstreamUnavailable",
+    "UserChange",
 ]

@@ -109,6 +109,8 @@ def operation_of(request: httpx.Request) -> str:
         return "auth_token"
     if "/entity/human_users" in path:
         return "human_user_read"
+    if "/entity/event_log_entries" in path:
+        return "event_log_read"
     if path.rstrip("/").endswith("/api/v1"):
         return "site_info"
     if path.endswith("/api3/json"):

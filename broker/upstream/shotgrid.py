@@ -1,6 +1,7 @@
 """The real ShotGrid client: REST `POST /api/v1/auth/access_token` and HumanUser reads,
-site info, the App Session Launcher (research §6) and api3 `get_session_token` for
-two-factor codes (research §3.2).
+site info, the App Session Launcher (research §6), api3 `get_session_token` for
+two-factor codes (research §3.2) and the event log
+(`POST /api/v1/entity/event_log_entries/_search`).
 
 Implements the capability protocols of `broker.upstream` over one pooled, keep-alive
 `httpx.Client` per site. Synchronous on purpose: the broker's core runs on worker threads
@@ -55,6 +56,7 @@ from broker.upstream import (
     UpstreamTokenRejected,
     UpstreamTokens,
     UpstreamUnavailable,
+    UserChange,
 )
 
 TOKEN_PATH = "/api/v1/auth/access_token"
@@ -63,6 +65,11 @@ API3_PATH = "/api3/json"
 APP_SESSION_PATH = "/internal_api/app_session_request"
 USER_FIELDS = "login,name,email,sg_status_list"
 GROUP_FIELDS = USER_FIELDS + ",permission_rule_set"
+EVENTS_PATH = "/api/v1/entity/event_log_entries"
+EVENT_FIELDS = ["id", "event_type", "attribute_name", "entity", "meta", "created_at"]
+USER_CHANGE_EVENT = "Shotgun_HumanUser_Change"
+SEARCH_MEDIA_TYPE = "application/vnd+shotgun.api3_array+json"
+"""REST `_search` takes its filters as api3-style arrays under this media type only."""
 SCRIPT_TOKEN_MARGIN = timedelta(seconds=60)
 """A cached script token is replaced this long before ShotGrid says it expires."""
 
@@ -129,16 +136,28 @@ class ShotGridClient:
         params: Mapping[str, str] | None = None,
         token: str | None = None,
         json_body: dict[str, Any] | None = None,
+        search: dict[str, Any] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """(status, JSON object) for any answer below 500; UpstreamUnavailable otherwise.
-        `json_body` is sent as JSON (api3), `form` as a form."""
-        headers = {"Authorization": f"Bearer {token}"} if token else None
+        `json_body` is sent as JSON (api3), `form` as a form, `search` as a `_search` body
+        (api3 arrays, under their own media type)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        content = None
+        if search is not None:
+            headers["Content-Type"] = SEARCH_MEDIA_TYPE
+            content = json.dumps(search).encode()
         failure: str | None = None
         response: httpx.Response | None = None
         shown = _safe_path(path)
         try:
             response = self._http.request(
-                method, path, data=form, params=params, headers=headers, json=json_body
+                method,
+                path,
+                data=form,
+                params=params,
+                headers=headers or None,
+                json=json_body,
+                content=content,
             )
         except httpx.TimeoutException:
             failure = "timed out"
@@ -237,20 +256,31 @@ class ShotGridClient:
             if status == 401:
                 raise UpstreamTokenRejected("ShotGrid refused the user's access token")
         else:
-            status, body = self._script_get(path, params)
+            status, body = self._as_script("GET", path, params=params)
         if status == 404:
             raise UnknownUser(f"no ShotGrid HumanUser {int(user_id)}")
         if status != 200:
             raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to a HumanUser read")
         return _identity(body.get("data"))
 
-    def _script_get(self, path: str, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
-        """A read with the broker's script token (cached; one fresh retry on 401)."""
-        status, body = self._send("GET", path, params=params, token=self._script_access_token())
+    def _as_script(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        search: dict[str, Any] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """A call with the broker's script token."""
+        status, body = self._send(
+            method, path, params=params, search=search, token=self._script_access_token()
+        )
         if status == 401:
             # The cached token may have died early (site restart): one fresh retry.
             self._script_token = None
-            status, body = self._send("GET", path, params=params, token=self._script_access_token())
+            status, body = self._send(
+                method, path, params=params, search=search, token=self._script_access_token()
+            )
             if status == 401:
                 raise UpstreamMisconfigured("ShotGrid refused the broker's script token")
         return status, body
@@ -259,8 +289,10 @@ class ShotGridClient:
 
     def permission_group(self, login: str) -> Membership:
         """The user's `permission_rule_set` (a link under `relationships`, research §2)."""
-        status, body = self._script_get(
-            "/api/v1/entity/human_users", {"filter[login]": login, "fields": GROUP_FIELDS}
+        status, body = self._as_script(
+            "GET",
+            "/api/v1/entity/human_users",
+            params={"filter[login]": login, "fields": GROUP_FIELDS},
         )
         if status != 200:
             raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to a HumanUser read")
@@ -272,6 +304,47 @@ class ShotGridClient:
         if record is None:
             raise UnknownUser("no ShotGrid HumanUser has this login")
         return Membership(identity=_identity(record), permission_group=_group_name(record))
+
+    # ---- EventLogUpstream --------------------------------------------------------------
+
+    def latest_event_id(self) -> int:
+        status, body = self._as_script(
+            "GET", EVENTS_PATH, params={"sort": "-id", "page[size]": "1", "fields": "id"}
+        )
+        if status != 200:
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to an event log read")
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise UpstreamUnavailable("ShotGrid answered a malformed event log page")
+        if not data:
+            return 0
+        first = data[0]
+        event_id = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(event_id, int) or isinstance(event_id, bool):
+            raise UpstreamUnavailable("ShotGrid answered a malformed EventLogEntry")
+        return event_id
+
+    def user_changes(
+        self, after_id: int, attributes: tuple[str, ...], limit: int
+    ) -> list[UserChange]:
+        search = {
+            "filters": [
+                ["id", "greater_than", int(after_id)],
+                ["event_type", "is", USER_CHANGE_EVENT],
+                ["attribute_name", "in", list(attributes)],
+            ],
+            "fields": EVENT_FIELDS,
+            "sort": "id",
+            "page": {"size": int(limit), "number": 1},
+        }
+        status, body = self._as_script("POST", EVENTS_PATH + "/_search", search=search)
+        if status != 200:
+            raise UpstreamUnavailable(f"ShotGrid answered HTTP {status} to an event log search")
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise UpstreamUnavailable("ShotGrid answered a malformed event log page")
+        changes = [_user_change(row) for row in data]
+        return sorted((c for c in changes if c is not None), key=lambda c: c.event_id)
 
     def _script_access_token(self) -> str:
         with self._script_lock:
@@ -473,6 +546,47 @@ def _group_name(record: Mapping[str, Any]) -> str | None:
     data = link.get("data") if isinstance(link, dict) else None
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name else None
+
+
+def _user_change(row: Any) -> UserChange | None:
+    """An EventLogEntry row as a UserChange; None for a row that names no HumanUser (a
+    malformed row is skipped rather than stopping every later event)."""
+    attributes = row.get("attributes") if isinstance(row, dict) else None
+    if not isinstance(row, dict) or not isinstance(attributes, dict):
+        return None
+    event_id, meta = row.get("id"), attributes.get("meta")
+    if not isinstance(event_id, int) or isinstance(event_id, bool) or not isinstance(meta, dict):
+        return None
+    # `entity` reads null once the user is retired; `meta` still names them.
+    user_id = meta.get("entity_id")
+    if meta.get("entity_type", "HumanUser") != "HumanUser" or not isinstance(user_id, int):
+        return None
+    return UserChange(
+        event_id=event_id,
+        user_id=user_id,
+        attribute=str(attributes.get("attribute_name") or meta.get("attribute_name") or ""),
+        old_value=_field_value(meta.get("old_value")),
+        new_value=_field_value(meta.get("new_value")),
+        created_at=_timestamp(attributes.get("created_at")),
+    )
+
+
+def _field_value(value: Any) -> str | None:
+    """A status code as is; an entity link (a permission group) by its name."""
+    if isinstance(value, dict):
+        name = value.get("name")
+        return name if isinstance(name, str) else None
+    return value if isinstance(value, str) else None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _jwt_exp(token: str) -> datetime | None:

@@ -109,9 +109,8 @@ def test_code_expires_after_60_seconds(http: httpx.Client, clock: MovableClock) 
 def test_code_of_a_logged_out_session_fails(http: httpx.Client, running: RunningBroker) -> None:
     flow = Flow()
     code = login_code(http, flow)
-    store = running.broker.store
     session = _only_session(running)
-    store.revoke_session(session, running.broker.now(), "logout")
+    running.broker.sessions.end_session(session, "logout")
     assert flow.redeem(http, code).json()["error"] == "invalid_grant"
 
 

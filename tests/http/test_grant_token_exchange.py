@@ -261,7 +261,7 @@ def test_revoked_subject_is_refused(broker: RunningBroker, http: httpx.Client, h
     tokens = login(broker, http)
     if how == "logout":
         sid = claims_of(tokens["access_token"])["sid"]
-        broker.broker.store.revoke_session(sid, broker.broker.now(), "logout")
+        broker.broker.sessions.end_session(sid, "logout")
     else:
         assert revoke(http, tokens[f"{how}_token"]).status_code == 200
     response = exchange(http, tokens["access_token"], audience="review-api")

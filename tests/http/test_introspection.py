@@ -59,7 +59,7 @@ def _logged_out(kind: str) -> Case:
     def case(b: RunningBroker, h: httpx.Client, c: MovableClock) -> tuple[str, bool]:
         tokens = login(b, h)
         sid = claims_of(tokens["access_token"])["sid"]
-        assert b.broker.store.revoke_session(sid, b.broker.now(), "logout")
+        assert b.broker.sessions.end_session(sid, "logout")
         return tokens[kind], False
 
     return case

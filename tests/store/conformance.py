@@ -34,8 +34,11 @@ from broker.store.records import (
     FamilyRecord,
     KeyRecord,
     KeyState,
+    LogoutNotice,
     PermissionCheckRecord,
     RefreshTokenRecord,
+    RevocationEntry,
+    RevocationKind,
     SessionRecord,
     UpstreamTokenRecord,
     ms,
@@ -75,7 +78,9 @@ def rotate(
     store: Store, jti: str, successor: RefreshTokenRecord, now: datetime, grace: timedelta
 ) -> RotationResult:
     """A refresh as the grant makes it: read the chain once, then the policy and claim."""
-    return rotate_chain(store, store.get_refresh_chain(jti), successor, now, grace)
+    return rotate_chain(
+        store, store.get_refresh_chain(jti), successor, now, grace, feed_until=now + H
+    )
 
 
 def family_starter(
@@ -202,6 +207,19 @@ def make_device_code(now: datetime, device_hash: str = "dc-1", **kw: Any) -> Dev
     return DeviceCodeRecord(**fields)
 
 
+def make_notice(now: datetime, notice_id: str, sid: str = "sid-1", **kw: Any) -> LogoutNotice:
+    fields: dict[str, Any] = {
+        "notice_id": notice_id,
+        "sid": sid,
+        "client_id": "cli",
+        "user_id": 42,
+        "created_at": now,
+        "due_at": now,
+    }
+    fields.update(kw)
+    return LogoutNotice(**fields)
+
+
 class ConformanceBase:
     """Subclass and override `store` to yield a fresh, empty store."""
 
@@ -246,7 +264,7 @@ class SessionAdminConformance(ConformanceBase):
         store.create_session(older)
         store.create_session(newer)
         store.create_session(make_session(now, sid="s-ended"))
-        store.revoke_session("s-ended", now, "logout")
+        store.revoke_session("s-ended", now, "logout", feed_until=now + H)
         store.create_session(make_session(now - 9 * H, sid="s-expired"))  # 8 h lifetime
         store.create_session(make_session(now, sid="s-bob", login="bob", user_id=7))
         assert store.list_login_sessions("alice", now) == [newer, older]
@@ -609,6 +627,174 @@ class PermissionCheckConformance(ConformanceBase):
         assert store.get_permission_check("dead", now) is None
 
 
+class RevocationConformance(ConformanceBase):
+    """Issue 15's concerns: revocation entries made by the very step that revokes, the
+    back-channel logout outbox (written with the session's end, claimed under a lease),
+    sessions by user, and watermarks. The same contract whether a backend keeps entries
+    in a table of their own (SQLite) or derives them from the revoked documents (MongoDB).
+    """
+
+    @staticmethod
+    def entries(store: Store, at: datetime) -> set[tuple[str, str, datetime, datetime]]:
+        return {
+            (e.kind.value, e.value, e.created_at, e.expires_at) for e in store.live_revocations(at)
+        }
+
+    def test_session_end_makes_one_sid_entry_and_its_notices(
+        self, store: Store, now: datetime
+    ) -> None:
+        store.create_session(make_session(now))
+        store.create_family(make_family(now, "f1"), make_token(now, "t1", "f1"))
+        store.create_family(make_family(now, "f2"), make_token(now, "t2", "f2"))
+        notices = [make_notice(now, "n1", client_id="a"), make_notice(now, "n2", client_id="b")]
+        assert store.live_revocations(now) == []
+        assert store.revoke_session("sid-1", now, "logout", feed_until=now + H, notices=notices)
+        # Its families went with it, under the session's entry (no fam entries of their own).
+        assert self.entries(store, now) == {("sid", "sid-1", now, now + H)}
+        assert [n.notice_id for n in store.pending_logout_notices()] == ["n1", "n2"]
+        assert store.pending_logout_notices()[0] == notices[0]
+        # Revoked again: nothing written, nobody notified twice.
+        again = [make_notice(now, "n3")]
+        assert not store.revoke_session(
+            "sid-1", now + S, "admin", feed_until=now + 2 * H, notices=again
+        )
+        assert self.entries(store, now) == {("sid", "sid-1", now, now + H)}
+        assert [n.notice_id for n in store.pending_logout_notices()] == ["n1", "n2"]
+        assert not store.revoke_session("nope", now, "x", feed_until=now + H, notices=again)
+        assert len(store.pending_logout_notices()) == 2
+        assert store.revoke_family("f1", now, "reuse", feed_until=now + H) is False
+        assert self.entries(store, now) == {("sid", "sid-1", now, now + H)}
+
+    def test_family_and_jti_entries(self, store: Store, now: datetime) -> None:
+        store.create_session(make_session(now))
+        store.create_family(make_family(now, "f1"), make_token(now, "t1", "f1"))
+        assert store.revoke_family("f1", now + S, "reuse", feed_until=now + H)
+        assert not store.revoke_family("f1", now + 2 * S, "revoked", feed_until=now + 2 * H)
+        store.deny_access_token("j1", now + 10 * S, at=now + 3 * S)
+        store.deny_access_token("j1", now + 20 * S, at=now + 4 * S)  # later expiry wins
+        store.deny_access_token("j1", now + 5 * S, at=now + 5 * S)  # never shortens
+        assert store.revoke_session("sid-1", now + 6 * S, "logout", feed_until=now + 2 * H)
+        live = store.live_revocations(now + 6 * S)
+        assert [(e.kind.value, e.value) for e in live] == [
+            ("fam", "f1"),
+            ("jti", "j1"),
+            ("sid", "sid-1"),
+        ]  # by creation
+        assert live[0] == RevocationEntry(RevocationKind.FAMILY, "f1", now + S, now + H)
+        assert live[1] == RevocationEntry(
+            RevocationKind.ACCESS_TOKEN, "j1", now + 3 * S, now + 20 * S
+        )
+
+    def test_expired_entries_are_not_live_and_gc_removes_them(
+        self, store: Store, now: datetime
+    ) -> None:
+        # A session revoked just before its own end: its entry outlives it (tokens issued
+        # from it are still valid after the session expires), through gc too.
+        store.create_session(make_session(now, sid="short", expires_at=now + S))
+        store.create_family(
+            make_family(now, "fs", sid="short", expires_at=now + S),
+            make_token(now, "ts", "fs", expires_at=now + S),
+        )
+        store.create_session(make_session(now, sid="long"))
+        store.create_family(make_family(now, "fl", sid="long"), make_token(now, "tl", "fl"))
+        assert store.revoke_family("fs", now, "reuse", feed_until=now + 10 * S)
+        assert store.revoke_session("short", now, "logout", feed_until=now + 10 * S)
+        assert store.revoke_family("fl", now, "reuse", feed_until=now + 20 * S)
+        store.deny_access_token("j", now + 5 * S, at=now)
+        store.gc(now + 2 * S)
+        assert {(k, v) for k, v, _, _ in self.entries(store, now + 2 * S)} == {
+            ("sid", "short"),
+            ("fam", "fs"),
+            ("fam", "fl"),
+            ("jti", "j"),
+        }
+        assert {(k, v) for k, v, _, _ in self.entries(store, now + 5 * S)} == {
+            ("sid", "short"),
+            ("fam", "fs"),
+            ("fam", "fl"),
+        }
+        assert {(k, v) for k, v, _, _ in self.entries(store, now + 10 * S)} == {("fam", "fl")}
+        store.gc(now + 20 * S)
+        assert store.live_revocations(now + 20 * S) == []
+        assert store.get_session("short") is None and store.get_family("fs") is None
+        assert {(k, v) for k, v, _, _ in self.entries(store, now)} <= {("fam", "fl")}
+
+    def test_outbox_lease_retry_and_finish(self, store: Store, now: datetime) -> None:
+        store.create_session(make_session(now))
+        notices = [make_notice(now, f"n{i}", due_at=now + i * S) for i in range(3)]
+        assert store.revoke_session("sid-1", now, "logout", feed_until=now + H, notices=notices)
+        lease = 10 * S
+        assert store.claim_logout_notices(now, "A", lease, 10) == [
+            dataclasses.replace(notices[0], lease_owner="A", lease_until=now + lease)
+        ]  # only what is due
+        (n1,) = store.claim_logout_notices(now + 2 * S, "B", lease, 1)  # limit kept
+        (n2,) = store.claim_logout_notices(now + 3 * S, "B", lease, 9)  # n0, n1 are leased
+        assert (n1.notice_id, n2.notice_id) == ("n1", "n2")
+        # A's lease passes: B takes n0 over; A can no longer finish or retry it.
+        (taken,) = store.claim_logout_notices(now + 11 * S, "B", lease, 9)
+        assert taken.notice_id == "n0" and taken.lease_owner == "B"
+        stale = dataclasses.replace(notices[0], lease_owner="A")
+        assert store.finish_logout_notice(stale) is False
+        assert store.retry_logout_notice(stale, now + H, "late") is False
+        # B fails it once: due again later, attempts counted, error kept, lease released.
+        assert store.retry_logout_notice(taken, now + 30 * S, "HTTP 503") is True
+        assert store.retry_logout_notice(taken, now + 40 * S, "again") is False  # not leased
+        assert store.claim_logout_notices(now + 11 * S, "C", lease, 9) == []  # not yet due
+        (retried,) = [n for n in store.pending_logout_notices() if n.notice_id == "n0"]
+        assert (retried.attempts, retried.due_at, retried.last_error) == (
+            1,
+            now + 30 * S,
+            "HTTP 503",
+        )
+        assert retried.lease_owner is None and retried.lease_until is None
+        assert store.finish_logout_notice(n1) and store.finish_logout_notice(n2)
+        (again,) = store.claim_logout_notices(now + 30 * S, "C", lease, 9)
+        assert again.notice_id == "n0" and again.attempts == 1
+        assert store.finish_logout_notice(again) is True
+        assert store.finish_logout_notice(again) is False
+        assert store.pending_logout_notices() == []
+        assert store.claim_logout_notices(now + H, "D", lease, 9) == []
+
+    def test_race_claim_each_notice_once(self, store: Store, now: datetime) -> None:
+        self.require_concurrency()
+        store.create_session(make_session(now))
+        notices = [make_notice(now, f"n{i:02}") for i in range(20)]
+        assert store.revoke_session("sid-1", now, "logout", feed_until=now + H, notices=notices)
+        results = race(8, lambda i: store.claim_logout_notices(now, f"owner-{i}", H, 5))
+        ids = [n.notice_id for batch in results for n in batch]
+        assert sorted(ids) == [n.notice_id for n in notices]  # each exactly once
+
+    def test_list_user_sessions(self, store: Store, now: datetime) -> None:
+        store.create_session(make_session(now, sid="a1", user_id=1))
+        store.create_session(make_session(now - S, sid="a0", user_id=1))
+        store.create_session(make_session(now, sid="b", user_id=2))
+        store.revoke_session("a1", now, "logout", feed_until=now + H)
+        assert [s.sid for s in store.list_user_sessions(1)] == ["a0", "a1"]
+        assert [s.sid for s in store.list_user_sessions(3)] == []
+
+    def test_session_keeps_its_client(self, store: Store, now: datetime) -> None:
+        store.create_session(make_session(now, client_id="dna-cli"))
+        stored = store.get_session("sid-1")
+        assert stored is not None and stored.client_id == "dna-cli"
+
+    def test_client_backchannel_uri_round_trips(self, store: Store) -> None:
+        record = ClientRecord(client_id="rp", backchannel_logout_uri="https://rp.example/bc")
+        store.put_client(record)
+        assert store.get_client("rp") == record
+
+    def test_watermarks(self, store: Store) -> None:
+        assert store.get_watermark("w") is None
+        assert store.raise_watermark("w", 5) == 5
+        assert store.raise_watermark("w", 3) == 5
+        assert store.raise_watermark("w", 9) == 9
+        assert store.get_watermark("w") == 9 and store.get_watermark("other") is None
+
+    def test_race_watermark_keeps_the_highest(self, store: Store) -> None:
+        self.require_concurrency()
+        race(10, lambda i: store.raise_watermark("w", i))
+        assert store.get_watermark("w") == 9
+
+
 class StoreConformance(
     CounterConformance,
     SessionAdminConformance,
@@ -616,6 +802,7 @@ class StoreConformance(
     AppSessionConformance,
     DeviceCodeConformance,
     PermissionCheckConformance,
+    RevocationConformance,
 ):
     """Every concern: subclass and override `store` to yield a fresh, empty store."""
 
@@ -697,12 +884,12 @@ class StoreConformance(
         store.create_family(make_family(now, "f2"), make_token(now, "t2", "f2"))
         earlier = now - 5 * S
         store.create_family(make_family(now, "f3"), make_token(now, "t3", "f3"))
-        assert store.revoke_family("f3", earlier, "logout")
+        assert store.revoke_family("f3", earlier, "logout", feed_until=earlier + H)
         store.create_family(make_family(now, "g1", sid="other"), make_token(now, "u1", "g1"))
 
-        assert store.revoke_session("sid-1", now, "admin") is True
-        assert store.revoke_session("sid-1", now + S, "admin") is False
-        assert store.revoke_session("unknown", now, "admin") is False
+        assert store.revoke_session("sid-1", now, "admin", feed_until=now + H) is True
+        assert store.revoke_session("sid-1", now + S, "admin", feed_until=now + S + H) is False
+        assert store.revoke_session("unknown", now, "admin", feed_until=now + H) is False
         session = store.get_session("sid-1")
         assert session is not None and session.revoked and session.revoked_at == now
         families = {f.family_id: f for f in store.list_families("sid-1")}
@@ -730,9 +917,9 @@ class StoreConformance(
         with pytest.raises(AlreadyExists):
             store.create_family(family, make_token(now, "rt-x"))
         assert store.get_refresh_token("rt-x") is None
-        assert store.revoke_family("fam-1", now, "logout") is True
-        assert store.revoke_family("fam-1", now, "logout") is False
-        assert store.revoke_family("nope", now, "logout") is False
+        assert store.revoke_family("fam-1", now, "logout", feed_until=now + H) is True
+        assert store.revoke_family("fam-1", now, "logout", feed_until=now + H) is False
+        assert store.revoke_family("nope", now, "logout", feed_until=now + H) is False
         revoked = store.get_family("fam-1")
         assert revoked is not None and revoked.revoked_reason == "logout"
 
@@ -745,7 +932,7 @@ class StoreConformance(
         first = make_token(now, "rt-0")
         store.create_family(family, first)
         rotate(store, "rt-0", make_token(now, "rt-1"), now + S, GRACE)
-        store.revoke_family("fam-1", now + 2 * S, "logout")
+        store.revoke_family("fam-1", now + 2 * S, "logout", feed_until=now + 2 * S + H)
         chain = store.get_refresh_chain("rt-0")
         assert chain is not None
         # As stored, not judged: used and revoked records come back as they are.
@@ -844,7 +1031,7 @@ class StoreConformance(
             )
             jti = "rt-short"
         elif case == "family_revoked":
-            store.revoke_family("fam-1", now, "logout")
+            store.revoke_family("fam-1", now, "logout", feed_until=now + H)
         elif case == "family_expired":
             store.create_session(make_session(now, sid="long", expires_at=now + 9 * H))
             store.create_family(
@@ -853,7 +1040,7 @@ class StoreConformance(
             )
             jti, at = "rt-2", now + 2 * H
         elif case == "session_revoked":
-            store.revoke_session("sid-1", now, "admin")
+            store.revoke_session("sid-1", now, "admin", feed_until=now + H)
         elif case == "session_expired":
             at = now + H
         before = store.get_refresh_token(jti)
@@ -1082,33 +1269,48 @@ class StoreConformance(
         store.create_session(make_session(now))
         code = make_code(now)
         store.create_code(code)
-        record, first = store.redeem_code("code-1", now + S, family_starter("fam-9", "rt-9"))
+        record, first = store.redeem_code(
+            "code-1", now + S, family_starter("fam-9", "rt-9"), feed_until=now + H
+        )
         assert first is True
         assert record == dataclasses.replace(code, used_at=now + S, family_id="fam-9")
         # The family and its first token were stored in the same step.
         family = store.get_family("fam-9")
         assert family is not None and family.code_hash == "code-1" and family.sid == "sid-1"
         assert store.get_refresh_token("rt-9") is not None
-        replay, again = store.redeem_code("code-1", now + 2 * S, family_starter("fam-x", "rt-x"))
+        replay, again = store.redeem_code(
+            "code-1", now + 2 * S, family_starter("fam-x", "rt-x"), feed_until=now + H
+        )
         assert again is False and replay is not None
         assert replay.family_id == "fam-9" and replay.used_at == now + S
         assert replay.replayed_at == now + 2 * S
         assert store.get_family("fam-x") is None and store.get_refresh_token("rt-x") is None
-        replay, _ = store.redeem_code("code-1", now + 3 * S, family_starter("fam-y", "rt-y"))
+        replay, _ = store.redeem_code(
+            "code-1", now + 3 * S, family_starter("fam-y", "rt-y"), feed_until=now + H
+        )
         assert replay is not None and replay.replayed_at == now + 2 * S  # the first replay's
-        assert store.redeem_code("nope", now, family_starter("f", "t")) == (None, False)
+        assert store.redeem_code("nope", now, family_starter("f", "t"), feed_until=now + H) == (
+            None,
+            False,
+        )
         # Expired: unknown to the caller, used or not.
-        assert store.redeem_code("code-1", code.expires_at, family_starter("f", "t")) == (
+        assert store.redeem_code(
+            "code-1", code.expires_at, family_starter("f", "t"), feed_until=now + H
+        ) == (
             None,
             False,
         )
         store.create_code(make_code(now, "code-2", nonce=None, code_challenge=None, extra={}))
-        assert store.redeem_code("code-2", now + 60 * S, family_starter("f2", "t2")) == (
+        assert store.redeem_code(
+            "code-2", now + 60 * S, family_starter("f2", "t2"), feed_until=now + H
+        ) == (
             None,
             False,
         )
         assert store.get_family("f2") is None
-        fresh, ok = store.redeem_code("code-2", now + 59 * S, family_starter("f2", "t2"))
+        fresh, ok = store.redeem_code(
+            "code-2", now + 59 * S, family_starter("f2", "t2"), feed_until=now + H
+        )
         assert ok and fresh is not None and fresh.nonce is None and fresh.extra == {}
 
     def test_race_redeem_code_once(self, store: Store, now: datetime) -> None:
@@ -1124,6 +1326,7 @@ class StoreConformance(
                     f"code-{rnd}",
                     now + i * timedelta(milliseconds=1),
                     family_starter(f"f{rnd}-{i}", f"t{rnd}-{i}"),
+                    feed_until=now + H,
                 ),
             )
             assert [ok for _, ok in results].count(True) == 1, results
@@ -1163,12 +1366,12 @@ class StoreConformance(
 
     # --- denylist ----------------------------------------------------------------------------
     def test_denylist(self, store: Store, now: datetime) -> None:
-        store.deny_access_token("at-1", now + H)
+        store.deny_access_token("at-1", now + H, at=now)
         assert store.is_access_token_denied("at-1", now) is True
         assert store.is_access_token_denied("at-1", now + H) is False
         assert store.is_access_token_denied("at-2", now) is False
-        store.deny_access_token("at-1", now + 2 * H)
-        store.deny_access_token("at-1", now + S)  # never shortens
+        store.deny_access_token("at-1", now + 2 * H, at=now)
+        store.deny_access_token("at-1", now + S, at=now)  # never shortens
         assert store.is_access_token_denied("at-1", now + H) is True
 
     # --- gc ----------------------------------------------------------------------------------
@@ -1183,7 +1386,7 @@ class StoreConformance(
         )
         store.create_code(make_code(now, "live-c", expires_at=later + S))
         store.reserve("live-n", later, 60 * S, 5)
-        store.deny_access_token("live-d", later + S)
+        store.deny_access_token("live-d", later + S, at=now)
         store.put_upstream_tokens(make_upstream(now, "live-u", refresh_expires_at=later + S))
         store.put_upstream_tokens(
             make_upstream(now, "live-u2", expires_at=now, refresh_expires_at=None)
@@ -1207,7 +1410,7 @@ class StoreConformance(
         )
         store.create_code(make_code(now, "dead-c", expires_at=later))
         store.reserve("dead-n", later - 60 * S, 60 * S, 5)
-        store.deny_access_token("dead-d", later)
+        store.deny_access_token("dead-d", later, at=now)
         store.put_upstream_tokens(make_upstream(now, "dead-u", refresh_expires_at=later))
         store.put_upstream_tokens(
             make_upstream(
@@ -1226,7 +1429,10 @@ class StoreConformance(
         assert store.get_refresh_token("live-t") is not None
         for jti in ("dead-t1", "dead-t2", "dead-t3"):
             assert store.get_refresh_token(jti) is None
-        assert store.redeem_code("live-c", later, family_starter("lf", "lt"))[1] is True
+        assert (
+            store.redeem_code("live-c", later, family_starter("lf", "lt"), feed_until=now + H)[1]
+            is True
+        )
         assert store.read_counter("live-n", later, 60 * S) == CounterWindow(1, later)
         assert store.reserve("dead-n", later, 60 * S, 1) == CounterWindow(1, later)
         assert store.is_access_token_denied("live-d", later)
@@ -1266,7 +1472,9 @@ class StoreConformance(
             lambda s, naive: s.release("x", naive),
             lambda s, naive: s.is_access_token_denied("x", naive),
             lambda s, naive: s.claim_refresh("x", make_token(naive, "y"), naive),
-            lambda s, naive: s.redeem_code("x", naive, family_starter("f", "t")),
+            lambda s, naive: s.redeem_code(
+                "x", naive, family_starter("f", "t"), feed_until=datetime(2030, 1, 1, tzinfo=UTC)
+            ),
             lambda s, naive: s.gc(naive),
         ],
     )

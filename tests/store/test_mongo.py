@@ -234,7 +234,7 @@ def test_reads_documents_of_an_older_schema(mock_client: Any) -> None:
 def test_documents_carry_schema_and_ttl_field(mock_client: Any) -> None:
     now = ms(datetime.now(UTC))
     store = MongoStore("mongodb://mock/db", client=mock_client)
-    store.deny_access_token("j", now + timedelta(hours=1))
+    store.deny_access_token("j", now + timedelta(hours=1), at=now)
     doc = mock_client["db"].denylist.find_one({"_id": "j"})
     assert doc["expire_at"] == now + timedelta(hours=1) and doc["schema"] == 1
     store.put_client(ClientRecord(client_id="c"))
@@ -259,6 +259,7 @@ def test_indexes(mock_client: Any) -> None:
         "audit_events",
         "app_sessions",
         "device_codes",
+        "logout_outbox",
     ):
         ttl = db[name].index_information()["ttl"]
         assert ttl["key"] == [("expire_at", 1)] and ttl["expireAfterSeconds"] == 0
@@ -266,7 +267,80 @@ def test_indexes(mock_client: Any) -> None:
     assert cookie["unique"] is True
     user_code = db.device_codes.index_information()["user_code_hash_unique"]
     assert user_code["unique"] is True
+    # The revocation feed's and the outbox's reads are indexed.
+    for name in ("sessions", "families"):
+        assert db[name].index_information()["feed_until"]["key"] == [("feed_until", 1)]
+    assert db.denylist.index_information()["expires_at"]["key"] == [("expires_at", 1)]
+    assert db.sessions.index_information()["user_id"]["key"] == [("user_id", 1)]
+    assert db.logout_outbox.index_information()["due"]["key"] == [("done", 1), ("due_at", 1)]
     store.close()
+
+
+def test_revocation_is_one_document_write(mock_client: Any) -> None:
+    """The session's revocation, its feed entry and its logout notices are one
+    `update_one`: what the feed and the outbox read is derived from that document."""
+    from tests.store.conformance import make_notice, make_session
+
+    now = ms(datetime.now(UTC))
+    store = MongoStore("mongodb://mock/db", client=mock_client)
+    store.create_session(make_session(now, expires_at=now + timedelta(seconds=1)))
+    writes: list[Any] = []
+    real_update = store._sessions.update_one
+
+    def spy(query: Any, update: Any, *args: Any, **kwargs: Any) -> Any:
+        writes.append(update)
+        return real_update(query, update, *args, **kwargs)
+
+    store._sessions.update_one = spy  # type: ignore[method-assign]
+    feed_until = now + timedelta(hours=1)
+    assert store.revoke_session(
+        "sid-1", now, "logout", feed_until=feed_until, notices=[make_notice(now, "n1")]
+    )
+    decisive = writes[0]["$set"]
+    assert decisive["revoked_at"] == now and decisive["feed_until"] == feed_until
+    assert [n["_id"] for n in decisive["pending_notices"]] == ["n1"]
+    # The document outlives its own expiry while its entry and notices need it.
+    assert writes[0]["$max"]["expire_at"] >= now + timedelta(days=1)
+    store.close()
+
+
+def test_notices_left_in_the_session_are_copied_once(mock_client: Any) -> None:
+    """A revoking call that died after its decisive write, before copying its notices to
+    the outbox: the next claim copies them; a late copy after delivery changes nothing."""
+    from tests.store.conformance import make_notice, make_session
+
+    now = ms(datetime.now(UTC))
+    store = MongoStore("mongodb://mock/db", client=mock_client)
+    store.create_session(make_session(now))
+    copy = store._copy_notices
+    store._copy_notices = lambda sid: None  # type: ignore[method-assign]  # the crash
+    assert store.revoke_session(
+        "sid-1",
+        now,
+        "logout",
+        feed_until=now + timedelta(hours=1),
+        notices=[make_notice(now, "n1")],
+    )
+    assert mock_client["db"].logout_outbox.count_documents({}) == 0
+    store._copy_notices = copy  # type: ignore[method-assign]
+    (claimed,) = store.claim_logout_notices(now, "A", timedelta(seconds=10), 5)
+    assert claimed.notice_id == "n1"
+    assert mock_client["db"].sessions.find_one({"_id": "sid-1"}).get("pending_notices") is None
+    assert store.finish_logout_notice(claimed)
+    # A copy repeated late (its first run died after upserting, before unsetting).
+    mock_client["db"].sessions.update_one(
+        {"_id": "sid-1"}, {"$set": {"pending_notices": [make_notice_doc(now)]}}
+    )
+    assert store.claim_logout_notices(now, "B", timedelta(seconds=10), 5) == []
+    assert store.pending_logout_notices() == []
+    store.close()
+
+
+def make_notice_doc(now: datetime) -> dict[str, Any]:
+    from broker.store.mongo import _notice_doc
+    from tests.store.conformance import make_notice
+
+    return _notice_doc(make_notice(now, "n1"))
 
 
 def test_grace_finishes_a_rotation_whose_winner_died(mock_client: Any) -> None:

@@ -80,8 +80,13 @@ def broker_settings(data_dir: Path, shotgrid_url: str, port: int, **overrides: A
 
 
 @contextlib.contextmanager
-def run_broker(settings: Settings, clock: MovableClock, port: int) -> Iterator[RunningBroker]:
-    app = create_app(settings, clock=clock, seed_clients=demo_clients(), housekeeping=False)
+def run_broker(
+    settings: Settings, clock: MovableClock, port: int, **app_options: Any
+) -> Iterator[RunningBroker]:
+    """`app_options` go to `create_app` (`revocation_tasks=True`, `store=...`)."""
+    app = create_app(
+        settings, clock=clock, seed_clients=demo_clients(), housekeeping=False, **app_options
+    )
     # The server options `serve` derives from the settings (parser with its head bound and
     # timeout, idle timeout, connection cap, no uvicorn forwarded-header trust).
     server = ServerThread(app, port=port, **server_options(settings)).start()
@@ -95,14 +100,19 @@ def run_broker(settings: Settings, clock: MovableClock, port: int) -> Iterator[R
 
 @contextlib.contextmanager
 def broker_with_emulator(
-    tmp_path: Path, clock: MovableClock, emulator: ShotGridEmulator | None = None, **overrides: Any
+    tmp_path: Path,
+    clock: MovableClock,
+    emulator: ShotGridEmulator | None = None,
+    *,
+    app_options: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> Iterator[tuple[RunningBroker, ShotGridEmulator, ServerThread]]:
     emu = emulator or ShotGridEmulator.default(clock=clock)
     site = ServerThread(emu.app, timeout_keep_alive=IDLE_KEEPALIVE_SECONDS).start()
     port = reserve_port()
     settings = broker_settings(tmp_path, site.url, port, **overrides)
     try:
-        with run_broker(settings, clock, port) as running:
+        with run_broker(settings, clock, port, **(app_options or {})) as running:
             yield running, emu, site
     finally:
         site.stop()

@@ -8,7 +8,7 @@ dependency on what is above.
     operations admin (the key and client actions), admin_actions (the admin API's), preflight
     protocol  server, grants/, endpoints/ (Authlib), client_policy (reads the grant registry)
     domain    components, sessions, throttle, audit_trail, upstream/custody, signin/,
-              admin_access
+              admin_access, revocation/
     tokens    tokens/
     upstream  upstream/ (capability protocols, the ShotGrid client)
     store     store/, clock
@@ -54,6 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "broker.upstream.custody",
             "broker.signin",
             "broker.admin_access",
+            "broker.revocation",
         ),
     ),
     ("protocol", ("broker.server", "broker.grants", "broker.endpoints", "broker.client_policy")),
