@@ -281,3 +281,41 @@ def test_sudo_token_refusals(
 ) -> None:
     with pytest.raises(error):
         run(site.url, clock, lambda c: c.sudo_token(login))
+
+
+# --- the event log (EventLogUpstream) ----------------------------------------------------------
+
+
+def test_event_log_reads(
+    site: ServerThread, clock: MovableClock, emulator: ShotGridEmulator
+) -> None:
+    assert run(site.url, clock, lambda c: c.latest_event_id()) == 0
+    emulator.set_active("alice", False)
+    emulator.set_permission_group("bob", "Admin")
+    emulator.set_active("alice", True)
+    changes = run(
+        site.url, clock, lambda c: c.user_changes(0, ("sg_status_list", "permission_rule_set"), 50)
+    )
+    assert [(c.event_id, c.user_id, c.attribute, c.old_value, c.new_value) for c in changes] == [
+        (1, 101, "sg_status_list", "act", "dis"),
+        (2, 102, "permission_rule_set", "Artist", "Admin"),
+        (3, 101, "sg_status_list", "dis", "act"),
+    ]
+    assert changes[0].created_at == clock()
+    # After an id, of some fields only, a page at a time; the newest id of any kind.
+    later = run(site.url, clock, lambda c: c.user_changes(1, ("sg_status_list",), 50))
+    assert [c.event_id for c in later] == [3]
+    page = run(site.url, clock, lambda c: c.user_changes(0, ("sg_status_list",), 1))
+    assert [c.event_id for c in page] == [1]
+    assert run(site.url, clock, lambda c: c.latest_event_id()) == 3
+    assert emulator.calls["rest:event_log_entries:search"] == 3
+
+
+def test_event_log_failures(
+    site: ServerThread, clock: MovableClock, emulator: ShotGridEmulator
+) -> None:
+    emulator.faults.set("/api/v1/entity", status=503, times=1)
+    with pytest.raises(UpstreamUnavailable):
+        run(site.url, clock, lambda c: c.user_changes(0, ("sg_status_list",), 10))
+    with pytest.raises(UpstreamMisconfigured):
+        run(site.url, clock, lambda c: c.latest_event_id(), script_key="wrong")
