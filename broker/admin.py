@@ -145,6 +145,7 @@ def add_client(
     may_introspect: bool = False,
     may_exchange_shotgrid: bool = False,
     max_exchange_lifetime: int | None = None,
+    backchannel_logout_uri: str | None = None,
     name: str = "",
     replace_existing: bool = False,
     admin: bool = False,
@@ -164,6 +165,7 @@ def add_client(
         may_introspect=may_introspect,
         may_exchange_shotgrid=may_exchange_shotgrid,
         max_exchange_lifetime=max_exchange_lifetime or None,
+        backchannel_logout_uri=backchannel_logout_uri,
     )
     _no_admin_in(scopes)
     if scopes:
@@ -192,6 +194,8 @@ def update_client(
     max_exchange_lifetime: int | None = None,
     admin: bool | None = None,
     keep_an_admin: bool = False,
+    backchannel_logout_uri: str | None = None,
+    no_backchannel_logout_uri: bool = False,
 ) -> ClientRecord:
     """Change a client's policy in place; what is not given keeps its value, and the
     secret is never touched (rotate it with `add --replace`). The changed fields are
@@ -213,6 +217,8 @@ def update_client(
             may_exchange_shotgrid=may_exchange_shotgrid,
             max_exchange_lifetime=max_exchange_lifetime,
             admin=admin,
+            backchannel_logout_uri=backchannel_logout_uri,
+            no_backchannel_logout_uri=no_backchannel_logout_uri,
         )
         if keep_an_admin and is_admin_client(record) and not is_admin_client(updated):
             _refuse_last_admin(store, client_id)
@@ -231,6 +237,8 @@ def _changed(
     may_exchange_shotgrid: bool | None,
     max_exchange_lifetime: int | None,
     admin: bool | None,
+    backchannel_logout_uri: str | None = None,
+    no_backchannel_logout_uri: bool = False,
 ) -> ClientRecord:
     changes: dict[str, object] = {}
     if grants is not None:
@@ -250,6 +258,10 @@ def _changed(
         current = changes.get("scopes", record.scopes)
         assert isinstance(current, tuple)
         changes["scopes"] = with_admin(current, admin)
+    if backchannel_logout_uri is not None:
+        changes["backchannel_logout_uri"] = backchannel_logout_uri
+    if no_backchannel_logout_uri:
+        changes["backchannel_logout_uri"] = None
     updated = replace(record, **changes)  # type: ignore[arg-type]
     check_client(updated, limits, changed=changes)
     if max_exchange_lifetime is not None:
@@ -266,7 +278,8 @@ def policy_line(record: ClientRecord) -> str:
         f"shotgrid_exchange={'yes' if record.may_exchange_shotgrid else 'no'} "
         f"introspect={'yes' if record.may_introspect else 'no'} "
         f"max_exchange_lifetime={lifetime if lifetime else 'subject'} "
-        f"admin={'yes' if is_admin_client(record) else 'no'}"
+        f"admin={'yes' if is_admin_client(record) else 'no'} "
+        f"backchannel_logout_uri={record.backchannel_logout_uri or '-'}"
     )
 
 

@@ -188,6 +188,7 @@ CLIENT_OPTIONS = {
     "may_introspect": "--introspect",
     "may_exchange_shotgrid": "--shotgrid-exchange",
     "max_exchange_lifetime": "--max-exchange-lifetime",
+    "backchannel_logout_uri": "--backchannel-logout-uri",
 }
 """The option of `clients add`/`update` that sets each field `client_policy` may name."""
 
@@ -254,6 +255,7 @@ def _clients_add(args: argparse.Namespace, admin: Admin) -> int:
         may_introspect=args.introspect,
         may_exchange_shotgrid=args.shotgrid_exchange,
         max_exchange_lifetime=args.max_exchange_lifetime,
+        backchannel_logout_uri=args.backchannel_logout_uri,
         name=args.name or "",
         replace_existing=args.replace,
         admin=args.admin,
@@ -278,6 +280,8 @@ def _clients_update(args: argparse.Namespace, admin: Admin) -> int:
         may_exchange_shotgrid=args.shotgrid_exchange,
         max_exchange_lifetime=args.max_exchange_lifetime,
         admin=args.admin,
+        backchannel_logout_uri=args.backchannel_logout_uri,
+        no_backchannel_logout_uri=args.no_backchannel_logout_uri,
     )
     print(f"updated {policy_line(record)}")
     return 0
@@ -567,6 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="may use the admin API (client_credentials with scope admin; confidential only)",
     )
+    add.add_argument(
+        "--backchannel-logout-uri",
+        metavar="URI",
+        help="where the broker POSTs a logout token when a session of this client ends "
+        "(https, or http on loopback)",
+    )
     add.add_argument("--replace", action="store_true", help="overwrite an existing client")
     add.set_defaults(func=_cmd_clients_add)
     update = clients_sub.add_parser(
@@ -606,6 +616,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin",
         action=argparse.BooleanOptionalAction,
         help="give or take the right to use the admin API",
+    )
+    backchannel = update.add_mutually_exclusive_group()
+    backchannel.add_argument(
+        "--backchannel-logout-uri",
+        metavar="URI",
+        help="where the broker POSTs a logout token when a session of this client ends",
+    )
+    backchannel.add_argument(
+        "--no-backchannel-logout-uri",
+        action="store_true",
+        help="stop sending this client back-channel logouts",
     )
     update.set_defaults(func=_cmd_clients_update)
     remove = clients_sub.add_parser("remove", help="remove a client", parents=action_options)

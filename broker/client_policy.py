@@ -12,7 +12,9 @@ after a reverse domain (RFC 8252 §7.1, `com.example.app:/callback`); audiences 
 `BROKER_AUDIENCES`; scopes are RFC 6749 §3.3 scope tokens the broker knows; a public
 client gets no right that needs client authentication (client_credentials, token
 exchange, introspection, ShotGrid tokens); CORS origins are `scheme://host[:port]`
-(RFC 6454); the exchange lifetime is not negative.
+(RFC 6454); the exchange lifetime is not negative; a back-channel logout URI (OIDC
+Back-Channel Logout 1.0 §2.2) is absolute, https or loopback http, without fragment or
+userinfo.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ FIELDS = (
     "may_introspect",
     "may_exchange_shotgrid",
     "max_exchange_lifetime",
+    "backchannel_logout_uri",
 )
 
 
@@ -110,6 +113,8 @@ def check_client(
         check_audiences(record.audiences, limits.audiences)
     if "max_exchange_lifetime" in fields:
         check_exchange_lifetime(record.max_exchange_lifetime)
+    if "backchannel_logout_uri" in fields and record.backchannel_logout_uri is not None:
+        check_backchannel_logout_uri(record.backchannel_logout_uri)
     check_rights(record)
 
 
@@ -187,6 +192,27 @@ def check_redirect_uri(uri: str, *, field_name: str = "redirect_uris") -> None:
             "is a private-use URI: write it with one slash and no host, e.g. "
             f"{scheme}:/callback (RFC 8252 §7.1)"
         )
+
+
+def check_backchannel_logout_uri(uri: str) -> None:
+    """Where the broker POSTs logout tokens (OIDC Back-Channel Logout 1.0 §2.2): checked
+    as web redirect URIs are (absolute, https or loopback http, no fragment or userinfo;
+    a query is allowed). The spec's "same origin as a registered redirect URI" is not
+    required: the services that log users out (DNA's API) often have no redirect URI."""
+
+    def refuse(why: str) -> ClientPolicyError:
+        return ClientPolicyError("backchannel_logout_uri", f"back-channel logout URI {uri!r} {why}")
+
+    if not uri or len(uri) > MAX_URI_LENGTH or not uri.isprintable() or " " in uri:
+        raise refuse(f"must be 1-{MAX_URI_LENGTH} printable characters without spaces")
+    parts = _split(uri)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise refuse("must be an absolute https:// URL (http:// on loopback only)")
+    if "#" in uri or "\\" in uri:
+        raise refuse("may not have a fragment (#...) or a backslash (§2.2)")
+    _check_web_authority(parts, refuse)
+    if parts.scheme == "http" and host_of(parts) not in LOOPBACK_HOSTS:
+        raise refuse("uses plain http outside loopback; use https")
 
 
 def check_origin(origin: str) -> None:

@@ -5,6 +5,7 @@ one-read-per-second cache, and the store being down."""
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from broker.tokens.revocation_feed import entry_lifetime
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.flaky_store import FlakyStore
-from tests.support.services import claims_of, header_of, login, revoke
+from tests.support.oidc import Flow, login_code
+from tests.support.services import BACKEND, claims_of, exchange, header_of, login, revoke
 
 
 @pytest.fixture
@@ -255,3 +257,42 @@ def test_store_down_is_503(tmp_path: Path, clock: MovableClock) -> None:
         assert response.headers["cache-control"] == "no-store"
         store.down = False
         assert httpx.get(f"{broker.url}/revocations").status_code == 200
+
+
+def test_every_grant_names_what_the_feed_matches(
+    running: RunningBroker, http: httpx.Client
+) -> None:
+    """REVOCATION_FORMATS.md, "Access-token claims the validator matches": `sid` on every
+    user token, `fam` on tokens from a refresh family (exchanged ones keep their
+    subject's), `jti` always; client-credentials tokens only `jti`."""
+
+    password = login(running, http)
+    refreshed = running.refresh(http, password["refresh_token"]).json()
+    flow = Flow()
+    code = flow.redeem(http, login_code(http, flow)).json()
+    exchanged = exchange(http, password["access_token"], audience="review-api").json()
+    service = http.post("/token", data={"grant_type": "client_credentials"}, auth=BACKEND).json()
+    fam = claims_of(password["access_token"])["fam"]
+    for body in (password, refreshed, code, exchanged):
+        claims = claims_of(body["access_token"])
+        assert claims["sid"] and claims["fam"] and claims["jti"]
+    assert claims_of(refreshed["access_token"])["fam"] == fam
+    assert claims_of(exchanged["access_token"])["fam"] == fam
+    assert claims_of(exchanged["access_token"])["sid"] == claims_of(password["access_token"])["sid"]
+    only = claims_of(service["access_token"])
+    assert only["jti"] and "sid" not in only and "fam" not in only
+
+
+def test_no_access_token_outlives_the_feed_entry_bound(
+    running: RunningBroker, http: httpx.Client
+) -> None:
+    """The bound a sid/fam entry's life rests on: every access token expires within the
+    access-token lifetime of its issue, exchanged ones too, whatever a client's
+    max_exchange_lifetime says."""
+
+    record = running.broker.store.get_client("dna-backend")
+    assert record is not None
+    running.broker.store.put_client(dataclasses.replace(record, max_exchange_lifetime=30 * 86400))
+    subject = login(running, http)["access_token"]
+    exchanged = claims_of(exchange(http, subject, audience="review-api").json()["access_token"])
+    assert exchanged["exp"] - exchanged["iat"] <= running.settings.access_token_ttl

@@ -277,3 +277,64 @@ def test_the_admin_right_needs_a_client_credentials_client(
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "admin" in result.stderr
+
+
+def test_backchannel_logout_uri_add_update_clear(environ: dict[str, str]) -> None:
+    added = cli(
+        environ,
+        "add",
+        "rp",
+        "--grant",
+        "password",
+        "--backchannel-logout-uri",
+        "https://rp.example/oidc/backchannel",
+    )
+    assert added.returncode == 0, added.stderr
+    store = open_store(environ["BROKER_STORE_URL"])
+    try:
+        record = store.get_client("rp")
+        assert record is not None
+        assert record.backchannel_logout_uri == "https://rp.example/oidc/backchannel"
+        local = "http://127.0.0.1:9000/bc?x=1"
+        updated = cli(environ, "update", "rp", "--backchannel-logout-uri", local)
+        assert updated.returncode == 0, updated.stderr
+        assert f"backchannel_logout_uri={local}" in updated.stdout
+        assert store.get_client("rp").backchannel_logout_uri == local  # type: ignore[union-attr]
+        assert cli(environ, "update", "rp", "--no-backchannel-logout-uri").returncode == 0
+        assert store.get_client("rp").backchannel_logout_uri is None  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://rp.example/bc",  # plain http off loopback
+        "https://rp.example/bc#frag",
+        "https://user@rp.example/bc",
+        "/relative/bc",
+        "ftp://rp.example/bc",
+        "https://",
+        "https://rp.example/b c",
+    ],
+)
+@pytest.mark.parametrize("command", ["add", "update"])
+def test_bad_backchannel_logout_uri_is_refused(
+    in_process: dict[str, str], capsys: pytest.CaptureFixture[str], uri: str, command: str
+) -> None:
+    if command == "update":
+        assert run_main(capsys, "add", "rp", "--grant", "password")[0] == 0
+        status, err = run_main(capsys, "update", "rp", "--backchannel-logout-uri", uri)
+    else:
+        status, err = run_main(
+            capsys, "add", "rp", "--grant", "password", "--backchannel-logout-uri", uri
+        )
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("token-broker: --backchannel-logout-uri:"), err
+    store = open_store(in_process["BROKER_STORE_URL"])
+    try:
+        record = store.get_client("rp")
+        assert record is None if command == "add" else record.backchannel_logout_uri is None  # type: ignore[union-attr]
+    finally:
+        store.close()

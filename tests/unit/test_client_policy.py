@@ -240,3 +240,35 @@ def test_an_update_checks_changed_fields_and_every_relation() -> None:
     assert refused(replace(public, may_introspect=True), changed={"scopes"}).field == (
         "may_introspect"
     )
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://dna.example.com/auth/backchannel-logout",
+        "https://dna.example.com:8443/bc?tenant=a",
+        "http://127.0.0.1:9000/bc",
+        "http://localhost/bc",
+        "http://[::1]:9000/bc",
+    ],
+)
+def test_backchannel_logout_uri_accepted(uri: str) -> None:
+    check_client(replace(BACKEND, backchannel_logout_uri=uri), LIMITS)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://dna.example.com/bc",
+        "https://dna.example.com/bc#x",
+        "https://user:pw@dna.example.com/bc",
+        "dna.example.com/bc",
+        "com.example.app:/bc",
+        "https://",
+        "https://dna.example.com/b\\c",
+        "",
+    ],
+)
+def test_backchannel_logout_uri_refused(uri: str) -> None:
+    error = refused(replace(BACKEND, backchannel_logout_uri=uri))
+    assert (error.field, error.error) == ("backchannel_logout_uri", "invalid_client_metadata")
