@@ -84,6 +84,7 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/token_bench.py
 	$(BIN)/python bench/services_bench.py
+	$(BIN)/python bench/revocation_bench.py
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) $(FRESH) .pytest_cache .mypy_cache .ruff_cache

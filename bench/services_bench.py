@@ -89,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
-    proc, port = start_demo(data_dir, "RS256")
+    proc, port = start_demo(data_dir, "RS256", None, "warning")
     try:
         # Subject tokens live 600 s: plenty for two runs of the default duration.
         token = asyncio.run(access_token(port))

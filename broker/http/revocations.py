@@ -3,9 +3,10 @@ discovery's `revocation_feed_endpoint`). No authentication: it reveals only rand
 identifiers.
 
 The handler negotiates the representation (JSON by default, the signed JWT for
-`Accept: application/jwt`), makes its one hop to `RevocationFeed.read` (a cached page, at
-most one store read per second per process) and answers 304 when `If-None-Match` names
-the page's current validator.
+`Accept: application/jwt`), takes the page from the feed's cache on the event loop when it
+is there (most polls), else makes its one hop to `RevocationFeed.read` (at most one store
+read per second per process), and answers 304 when `If-None-Match` names the page's
+current validator.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ async def revocations(request: Request) -> Response:
     parts = components(request)
     signed = wants_jwt(request.headers.get("accept"))
     since = request.query_params.get("since")
+    page = parts.feed.cached(since, signed)
     try:
-        page = await run_sync(request, parts.feed.read, since, signed)
+        if page is None:
+            page = await run_sync(request, parts.feed.read, since, signed)
     except StoreUnavailable:
         metrics.store_error("revocations")
         return JSONResponse(

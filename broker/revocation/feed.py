@@ -4,7 +4,9 @@ One store read (`RevocationStore.live_revocations`) serves every request of the 
 second in this process, whatever their cursors, and each distinct page (full, or one
 cursor: validators converge on the same cursor, see `broker.tokens.revocation_feed`) is
 rendered once per snapshot, JSON or signed. Concurrent requests wait for the one read or
-rendering in progress rather than repeating it. The snapshot's age is measured on a
+rendering in progress rather than repeating it. A page already rendered for the current
+snapshot is answered by `cached` without leaving the event loop (a dictionary lookup, no
+lock, no I/O), which is how most polls are served. The snapshot's age is measured on a
 monotonic clock (a test's frozen broker clock still sees it refresh); its content, cursor
 and `iat` come from the broker's clock.
 """
@@ -71,6 +73,15 @@ class RevocationFeed:
         self._lock = threading.Lock()
         self.store_reads = 0
         self.renderings = 0
+
+    def cached(self, since: str | None, signed: bool) -> Rendered | None:
+        """The page if the current snapshot has it rendered already, else None; never
+        blocks (safe on the event loop)."""
+        snap = self._snapshot
+        if snap is None or self._monotonic() - snap.taken >= self.cache_seconds:
+            return None
+        key = rules.servable(rules.parse_cursor(since), snap.now, lifetime=self.lifetime)
+        return snap.pages.get((key, signed))
 
     def read(self, since: str | None, signed: bool) -> Rendered:
         """The page for a request (synchronous: a store read at most once a second)."""
