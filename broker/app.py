@@ -120,8 +120,13 @@ async def _deliver_backchannel(state: Any, parts: Components) -> None:
         notices = []
         try:
             notices = await run_on(state, delivery.claim)
-            if notices:
-                await asyncio.gather(*(run_on(state, delivery.deliver, n) for n in notices))
+            outcomes = await asyncio.gather(
+                *(run_on(state, delivery.deliver, n) for n in notices), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    # The notice stays leased, and is due again once its lease passes.
+                    log.warning("back-channel logout not finished: %s", type(outcome).__name__)
         except StoreError as exc:
             log.warning("back-channel logout delivery skipped: %s", exc.__class__.__name__)
         except Exception:
