@@ -113,9 +113,29 @@ def _flush_audit(parts: Components) -> None:
         log.warning("audit trail not flushed (kept queued): %s", exc.__class__.__name__)
 
 
+class _Outage:
+    """One warning when a background task starts failing, one line when it recovers: a
+    store or ShotGrid outage does not write a line per poll."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failing = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.failing:
+            log.warning("%s failing: %s: %s", self.what, exc.__class__.__name__, exc)
+        self.failing = True
+
+    def ok(self) -> None:
+        if self.failing:
+            log.info("%s recovered", self.what)
+        self.failing = False
+
+
 async def _deliver_backchannel(state: Any, parts: Components) -> None:
     """Deliver due back-channel logouts, each on its own worker thread, forever."""
     delivery = parts.backchannel
+    outage = _Outage("back-channel logout delivery")
     while True:
         notices = []
         try:
@@ -127,8 +147,9 @@ async def _deliver_backchannel(state: Any, parts: Components) -> None:
                 if isinstance(outcome, BaseException):
                     # The notice stays leased, and is due again once its lease passes.
                     log.warning("back-channel logout not finished: %s", type(outcome).__name__)
+            outage.ok()
         except StoreError as exc:
-            log.warning("back-channel logout delivery skipped: %s", exc.__class__.__name__)
+            outage.failed(exc)
         except Exception:
             log.exception("back-channel logout delivery failed")
         if len(notices) < BACKCHANNEL_BATCH:
@@ -136,11 +157,13 @@ async def _deliver_backchannel(state: Any, parts: Components) -> None:
 
 
 async def _watch_shotgrid(state: Any, watcher: ShotGridEventWatcher) -> None:
+    outage = _Outage("reading ShotGrid's event log")
     while True:
         try:
             await run_on(state, watcher.poll_once)
+            outage.ok()
         except (StoreError, UpstreamError) as exc:
-            log.warning("ShotGrid event log not read: %s: %s", exc.__class__.__name__, exc)
+            outage.failed(exc)
         except Exception:
             log.exception("ShotGrid event watcher failed")
         await asyncio.sleep(watcher.poll)
