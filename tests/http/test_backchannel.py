@@ -21,7 +21,7 @@ from tests.support.broker import RunningBroker, broker_settings, broker_with_emu
 from tests.support.clock import MovableClock
 from tests.support.oidc import Flow, login_code, query_of
 from tests.support.receiver import Receiver, logout_receiver
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import ServerThread, reserve_port
 from tests.support.services import claims_of, login
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -224,7 +224,7 @@ def test_a_receiver_refusing_the_token_is_not_retried(
 def test_unreachable_receiver_and_removed_client(
     running: RunningBroker, http: httpx.Client, clock: MovableClock
 ) -> None:
-    listen(running, "dna-cli", f"http://127.0.0.1:{free_port()}/nobody")
+    listen(running, "dna-cli", f"http://127.0.0.1:{reserve_port()}/nobody")
     sid = claims_of(login(running, http)["access_token"])["sid"]
     running.broker.sessions.end_session(sid, "logout")
     delivery = running.broker.backchannel
@@ -246,7 +246,7 @@ def test_delivered_exactly_once_across_a_restart_and_two_brokers(
     emu = ShotGridEmulator.default(clock=clock)
     site = ServerThread(emu.app, timeout_keep_alive=IDLE_KEEPALIVE_SECONDS).start()
     try:
-        port = free_port()
+        port = reserve_port()
         settings = broker_settings(tmp_path, site.url, port, backchannel_poll=0.05)
         with run_broker(settings, clock, port) as first:
             listen(first, "dna-cli", receiver.url)
@@ -254,7 +254,7 @@ def test_delivered_exactly_once_across_a_restart_and_two_brokers(
                 sid = claims_of(login(first, http)["access_token"])["sid"]
             assert first.broker.sessions.end_session(sid, "logout")
         assert receiver.received() == []
-        other = free_port()
+        other = reserve_port()
         again = settings.model_copy(update={"issuer": f"http://127.0.0.1:{other}"})
         with (
             run_broker(settings, clock, port, revocation_tasks=True) as second,

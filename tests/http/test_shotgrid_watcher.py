@@ -17,7 +17,7 @@ from broker.upstream import UpstreamUnavailable, UserChange
 from shotgrid_emulator import IDLE_KEEPALIVE_SECONDS, ShotGridEmulator
 from tests.support.broker import RunningBroker, broker_settings, broker_with_emulator, run_broker
 from tests.support.clock import MovableClock
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import ServerThread, reserve_port
 from tests.support.services import claims_of, login
 
 SEARCH = "rest:event_log_entries:search"
@@ -139,7 +139,7 @@ def test_one_reader_across_brokers_on_one_store(tmp_path: Path, clock: MovableCl
     emu = ShotGridEmulator.default(clock=clock)
     site = ServerThread(emu.app, timeout_keep_alive=IDLE_KEEPALIVE_SECONDS).start()
     try:
-        ports = free_port(), free_port()
+        ports = reserve_port(), reserve_port()
         first = broker_settings(tmp_path, site.url, ports[0])
         second = first.model_copy(update={"issuer": f"http://127.0.0.1:{ports[1]}"})
         with run_broker(first, clock, ports[0]) as a, run_broker(second, clock, ports[1]) as b:
