@@ -110,6 +110,7 @@ class BrokerDeviceCodeGrant(DeviceCodeGrant):  # type: ignore[misc]
             user_agent=self.request.headers.get("user-agent"),
             auth_time=approver.auth_time,
             upstream_sid=approver.upstream_sid or approver.sid,
+            client_id=client.client_id,
         )
         family = refresh = None
         scope = self.record.scope

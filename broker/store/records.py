@@ -79,9 +79,9 @@ class SessionRecord:
     """The session whose kept ShotGrid tokens this one uses (custody): a device session
     uses those of the browser session that approved it."""
     client_id: str | None = None
-    """The client the sign-in was made for, when one client made it (password grant):
-    it is told by back-channel logout when the session ends even if it holds no refresh
-    family. Browser sessions serve every client that gets a code under them (None)."""
+    """The client the sign-in was made for, when one client made it (password and device
+    grants): it is told by back-channel logout when the session ends even if it holds no
+    refresh family. Browser sessions serve every client that gets a code under them (None)."""
 
     @property
     def revoked(self) -> bool:

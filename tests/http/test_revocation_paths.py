@@ -1,0 +1,121 @@
+"""Every path that ends a session or revokes a family reaches the revocation feed and the
+back-channel outbox, also those that arrived beside the feed: the admin API's session ends,
+the device grant's sessions and families, refresh-token reuse and authorization-code
+replay, each driven over HTTP against a real broker, the emulator and a real receiver."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from broker.store import ClientRecord
+from tests.support.broker import RunningBroker, broker_with_emulator
+from tests.support.clock import MovableClock
+from tests.support.device import DEVICE_GRANT, approve, authorize_device, poll
+from tests.support.receiver import Receiver, logout_receiver
+from tests.support.services import claims_of, revoke
+
+EVENT = "http://schemas.openid.net/event/backchannel-logout"
+ADMIN = ("broker-admin", "broker-admin-secret")
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+def running(tmp_path: Path, clock: MovableClock) -> Iterator[RunningBroker]:
+    with broker_with_emulator(tmp_path, clock) as (broker, _emu, _site):
+        yield broker
+
+
+@pytest.fixture
+def http(running: RunningBroker) -> Iterator[httpx.Client]:
+    with running.client() as client:
+        yield client
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with logout_receiver() as running_receiver:
+        yield running_receiver
+
+
+def listen(running: RunningBroker, client_id: str, uri: str) -> None:
+    store = running.broker.store
+    record = store.get_client(client_id)
+    assert record is not None
+    store.put_client(dataclasses.replace(record, backchannel_logout_uri=uri))
+
+
+def admin(http: httpx.Client) -> dict[str, str]:
+    response = http.post(
+        "/token", data={"grant_type": "client_credentials", "scope": "admin"}, auth=ADMIN
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def on_feed(http: httpx.Client) -> set[tuple[str, str]]:
+    """(kind, value) of every live entry; read once per broker (the feed caches a second)."""
+    response = http.get("/revocations")
+    assert response.status_code == 200, response.text
+    return {(k, v) for e in response.json()["entries"] for k, v in e.items() if k != "exp"}
+
+
+def told(receiver: Receiver) -> set[tuple[str, str]]:
+    """(aud, sid) of every logout token the receiver got."""
+    out = set()
+    for token in receiver.received():
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert claims["events"] == {EVENT: {}} and "nonce" not in claims
+        out.add((claims["aud"], claims["sid"]))
+    return out
+
+
+def device_tokens(
+    running: RunningBroker, http: httpx.Client, clock: MovableClock, client_id: str
+) -> dict[str, Any]:
+    device = authorize_device(http, client_id=client_id, scope="openid")
+    with running.client() as browser:
+        assert approve(browser, device["user_code"]).status_code == 200
+    clock.advance(5)
+    response = poll(http, device["device_code"], client_id=client_id)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_device_grant_tokens_are_revocable(
+    running: RunningBroker, http: httpx.Client, clock: MovableClock, receiver: Receiver
+) -> None:
+    """Device tokens name their session and family; a device client without refresh
+    tokens holds no family, yet hears of its session's end (the session names it)."""
+    store = running.broker.store
+    store.put_client(
+        ClientRecord(
+            client_id="device-only",
+            grant_types=(DEVICE_GRANT,),
+            backchannel_logout_uri=receiver.url,
+        )
+    )
+    listen(running, "dna-cli", receiver.url)
+    with_family = device_tokens(running, http, clock, "dna-cli")
+    without = device_tokens(running, http, clock, "device-only")
+    family_claims = claims_of(with_family["access_token"])
+    assert family_claims["sid"] and family_claims["fam"] and family_claims["jti"]
+    lone = claims_of(without["access_token"])
+    assert lone["sid"] and lone["jti"] and "fam" not in lone
+    assert revoke(http, with_family["refresh_token"]).status_code == 200
+    response = http.delete(f"/admin/api/sessions/{lone['sid']}", headers=admin(http))
+    assert response.status_code == 204, response.text
+    assert on_feed(http) == {("fam", family_claims["fam"]), ("sid", lone["sid"])}
+    assert running.broker.backchannel.run_once() == 1
+    assert told(receiver) == {("device-only", lone["sid"])}
