@@ -18,8 +18,9 @@ from broker.store import ClientRecord
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.device import DEVICE_GRANT, approve, authorize_device, poll
+from tests.support.oidc import Flow, login_code
 from tests.support.receiver import Receiver, logout_receiver
-from tests.support.services import claims_of, revoke
+from tests.support.services import claims_of, login, revoke
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ADMIN = ("broker-admin", "broker-admin-secret")
@@ -93,6 +94,40 @@ def device_tokens(
     return body
 
 
+def test_admin_ending_one_session(
+    running: RunningBroker, http: httpx.Client, receiver: Receiver
+) -> None:
+    listen(running, "dna-cli", receiver.url)
+    ended, kept = login(running, http), login(running, http)
+    sid = claims_of(ended["access_token"])["sid"]
+    response = http.delete(f"/admin/api/sessions/{sid}", headers=admin(http))
+    assert response.status_code == 204, response.text
+    assert on_feed(http) == {("sid", sid)}
+    assert running.broker.backchannel.run_once() == 1
+    assert told(receiver) == {("dna-cli", sid)}
+    assert claims_of(kept["access_token"])["sid"] != sid
+
+
+def test_admin_ending_every_session_of_a_person(
+    running: RunningBroker, http: httpx.Client, receiver: Receiver
+) -> None:
+    listen(running, "dna-cli", receiver.url)
+    listen(running, "dna-frontend", receiver.url)
+    password = login(running, http)
+    flow = Flow()
+    code = flow.redeem(http, login_code(http, flow)).json()
+    sids = {claims_of(t["access_token"])["sid"] for t in (password, code)}
+    response = http.delete("/admin/api/users/alice/sessions", headers=admin(http))
+    assert response.status_code == 200, response.text
+    assert set(response.json()["ended"]) == sids
+    assert on_feed(http) == {("sid", sid) for sid in sids}
+    assert running.broker.backchannel.run_once() == 2
+    assert told(receiver) == {
+        ("dna-cli", claims_of(password["access_token"])["sid"]),
+        ("dna-frontend", claims_of(code["access_token"])["sid"]),
+    }
+
+
 def test_device_grant_tokens_are_revocable(
     running: RunningBroker, http: httpx.Client, clock: MovableClock, receiver: Receiver
 ) -> None:
@@ -119,3 +154,23 @@ def test_device_grant_tokens_are_revocable(
     assert on_feed(http) == {("fam", family_claims["fam"]), ("sid", lone["sid"])}
     assert running.broker.backchannel.run_once() == 1
     assert told(receiver) == {("device-only", lone["sid"])}
+
+
+def test_refresh_reuse_and_code_replay_land_on_the_feed(
+    running: RunningBroker, http: httpx.Client, clock: MovableClock
+) -> None:
+    first = login(running, http)
+    assert running.refresh(http, first["refresh_token"]).status_code == 200
+    clock.advance(running.settings.refresh_reuse_grace + 1)
+    reused = running.refresh(http, first["refresh_token"])
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    flow = Flow()
+    code = login_code(http, flow)
+    redeemed = flow.redeem(http, code)
+    assert redeemed.status_code == 200, redeemed.text
+    replayed = flow.redeem(http, code)
+    assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_grant"
+    assert on_feed(http) == {
+        ("fam", claims_of(first["access_token"])["fam"]),
+        ("fam", claims_of(redeemed.json()["access_token"])["fam"]),
+    }
