@@ -77,6 +77,9 @@ def validator_for() -> Iterator[Callable[..., broker_client.TokenValidator]]:
     made: list[broker_client.TokenValidator] = []
 
     def make(issuer: str, **options: object) -> broker_client.TokenValidator:
+        # A key fetch the test waits for must finish on a loaded machine (parallel
+        # workers): the default 0.25 s bound is for production.
+        options.setdefault("kid_wait", 5.0)
         validator = broker_client.TokenValidator(
             issuer, audience="dna-api", revocations=True, **options
         )
