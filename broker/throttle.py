@@ -29,6 +29,18 @@ to ShotGrid, and then settles them exactly once:
   asked for a two-factor code (the password was right). The counter is not cleared, so
   alternating right passwords and wrong codes still counts every wrong code.
 
+Slots reserved by attempts still waiting on ShotGrid are not failures, yet they fill a
+limit: 32 sign-ins of one account from one address at once (a render farm's jobs, a load
+test) would see 27 refused although none failed. So each attempt also marks itself *in
+flight* on every counter it took (a second counter, `login:f:...`, given back when the
+attempt settles, whatever the outcome), and an attempt refused by a counter that has
+attempts in flight waits for them (polling the store, at most `BROKER_UPSTREAM_READ_TIMEOUT`,
+the longest one of them can take) and tries again: it goes through as soon as a success
+gives slots back, and is refused as soon as none is in flight and the limit still stands.
+Guessing gains nothing: at most the limit's attempts are ever in flight, and a waiter
+refused after them never reached ShotGrid. A mark left by a crashed process ends with its
+window; until then, attempts it refuses wait the full bound before their 429.
+
 An attempt that is never settled (an unexpected error) counts as failed when used as a
 context manager. An unknown username is counted exactly like a known one, so the throttle
 says nothing about which accounts exist. Synchronous (store calls): use it from the
@@ -39,6 +51,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -86,6 +99,19 @@ def ip_key(ip: str | None) -> str:
     return f"{PREFIX}a:{address_key(ip)}"
 
 
+def flight_key(key: str) -> str:
+    """The in-flight marks of a counter. Not under `user_key`'s prefix: `unlock` leaves the
+    marks of attempts still in flight to their own settling."""
+    return f"{PREFIX}f:{key.removeprefix(PREFIX)}"
+
+
+UNBOUNDED = 2**31 - 1
+"""The in-flight counter's limit: it only counts, the counter beside it limits."""
+
+POLL_SECONDS = 0.02
+"""How often a waiting attempt asks the store whether the attempts in flight settled."""
+
+
 def message(retry_after: int) -> str:
     minutes = max(1, (retry_after + 59) // 60)
     unit = "minute" if minutes == 1 else "minutes"
@@ -99,9 +125,11 @@ class Throttled(TooManyRequestsError):
     """429 with `Retry-After`: `limit` says which counter refused (`user_ip`, `user`, `ip`)
     for the audit line; the client is not told."""
 
-    def __init__(self, limit: str, retry_after: int) -> None:
+    def __init__(self, limit: str, retry_after: int, key: str = "") -> None:
         super().__init__(message(retry_after), retry_after=retry_after)
         self.limit = limit
+        self.key = key
+        """The refusing counter, for the waiting loop in `LoginThrottle.reserve`."""
 
 
 @dataclass
@@ -113,10 +141,13 @@ class Attempt:
     pair: str
     held: list[tuple[str, datetime]] = field(default_factory=list)
     """(key, window start) of each slot this attempt took, the pair's first."""
+    flying: list[tuple[str, datetime]] = field(default_factory=list)
+    """(key, window start) of this attempt's in-flight marks, given back when it settles."""
     settled: bool = False
 
     def failed(self) -> None:
-        self.settled = True
+        if self._settle():
+            self._land()
 
     def succeeded(self) -> None:
         if self._settle():
@@ -125,15 +156,22 @@ class Attempt:
             for key, started in self.held:
                 if key != self.pair:
                     store.release(key, started)
+            self._land()
 
     def released(self) -> None:
         if self._settle():
             self.throttle.give_back(self.held)
+            self._land()
 
     def _settle(self) -> bool:
         first = not self.settled
         self.settled = True
         return first
+
+    def _land(self) -> None:
+        """The in-flight marks go last, once the slots say what the attempt was: a waiter
+        that sees none in flight then sees the counters as they will stay."""
+        self.throttle.give_back(self.flying)
 
     def __enter__(self) -> Attempt:
         return self
@@ -157,14 +195,31 @@ class LoginThrottle:
         self.max_user_ip = settings.login_max_failures_per_user_ip
         self.max_user = settings.login_max_failures_per_user
         self.max_ip = settings.login_max_failures_per_ip
+        self.wait_bound = settings.upstream_read_timeout
 
     def now(self) -> datetime:
         return now_ms(self.clock)
 
     def reserve(self, username: str, ip: str | None) -> Attempt:
         """Take this attempt's slots before ShotGrid is called, or raise `Throttled` with
-        nothing taken. The order puts the counters a refused attacker must not touch last:
-        the username's, which people at other addresses share."""
+        nothing taken; a refusal by a counter with attempts in flight waits for them first
+        (module docstring). Blocks the calling worker thread while it waits."""
+        deadline = time.monotonic() + self.wait_bound
+        while True:
+            try:
+                return self._reserve_once(username, ip)
+            except Throttled as refused:
+                if time.monotonic() >= deadline or not self._in_flight(refused.key):
+                    raise
+            time.sleep(POLL_SECONDS)
+
+    def _in_flight(self, key: str) -> bool:
+        marks = self.store.read_counter(flight_key(key), self.now(), self.window)
+        return marks is not None and marks.count > 0
+
+    def _reserve_once(self, username: str, ip: str | None) -> Attempt:
+        """One try at every slot. The order puts the counters a refused attacker must not
+        touch last: the username's, which people at other addresses share."""
         now = self.now()
         attempt = Attempt(self, pair_key(username, ip))
         pair = self._take(attempt, attempt.pair, now, self.max_user_ip, "user_ip")
@@ -180,8 +235,12 @@ class LoginThrottle:
         slot = self.store.reserve(key, now, self.window, limit)
         if slot is None:
             self.give_back(attempt.held)
-            raise Throttled(name, self._retry_after(key, now))
+            self.give_back(attempt.flying)
+            raise Throttled(name, self._retry_after(key, now), key)
         attempt.held.append((key, slot.started))
+        marks = self.store.reserve(flight_key(key), now, self.window, UNBOUNDED)
+        if marks is not None:  # always, below UNBOUNDED
+            attempt.flying.append((flight_key(key), marks.started))
         return slot
 
     def give_back(self, held: list[tuple[str, datetime]]) -> None:

@@ -272,6 +272,22 @@ def test_a_synchronised_burst_gets_no_more_than_the_limit_to_shotgrid(
         assert after[throttled] - before.get(throttled, 0.0) == 40 - LIMIT
 
 
+def test_a_burst_of_right_passwords_from_one_address_all_sign_in(
+    tmp_path: Path, clock: MovableClock
+) -> None:
+    """20 sign-ins of alice from one address at once (render-farm jobs, a load test), none
+    wrong, while ShotGrid answers slowly: every one gets tokens, although only LIMIT slots
+    exist (the others wait for the attempts in flight), and every one reached ShotGrid."""
+    with throttling_broker(tmp_path, clock) as (b, emu):
+        grant = {"grant_type": "password", "client_id": "dna-cli"}
+        grant.update(username="alice", password="alice-pw")
+        emu.faults.set("token:password", latency=0.2)
+        calls = emu.calls["token:password"]
+        statuses = last_byte_burst(b.url, [raw_form_post(b.url, "/token", grant)] * 20)
+        assert statuses == [200] * 20, statuses
+        assert emu.calls["token:password"] - calls == 20
+
+
 @pytest.mark.parametrize("channel", ["token", "form"])
 def test_guesses_from_one_address_never_lock_out_another(
     tmp_path: Path, clock: MovableClock, channel: str

@@ -3,7 +3,9 @@ how each settlement leaves them, and the address each counter is kept for."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,15 @@ import pytest
 
 from broker.settings import load_settings
 from broker.store.sqlite import SQLiteStore
-from broker.throttle import LoginThrottle, Throttled, address_key, ip_key, pair_key, user_key
+from broker.throttle import (
+    LoginThrottle,
+    Throttled,
+    address_key,
+    flight_key,
+    ip_key,
+    pair_key,
+    user_key,
+)
 from tests.support.clock import MovableClock
 
 LIMIT = 3
@@ -144,3 +154,100 @@ def test_zero_turns_the_username_and_address_limits_off(store: SQLiteStore) -> N
     assert counts(throttle, "alice", "10.0.0.1") == (0, 0, 0)
     assert counts(throttle, "alice", "10.0.0.2") == (1, 0, 0)
     assert counts(throttle, "user0", "10.0.0.1") == (1, 0, 0)
+
+
+class SignalledStore(SQLiteStore):
+    """The real store, telling the test when an attempt starts waiting: its first read of
+    an in-flight counter (the throttle reads one only when a counter refused it)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.waiting = threading.Event()
+
+    def read_counter(self, key: str, now: Any, window: Any) -> Any:
+        if key == flight_key(pair_key("alice", "192.0.2.7")):
+            self.waiting.set()
+        return super().read_counter(key, now, window)
+
+
+@pytest.fixture
+def signalled(tmp_path: Path) -> Iterator[SignalledStore]:
+    store = SignalledStore(tmp_path / "signalled.db")
+    yield store
+    store.close()
+
+
+def _reserve_in_thread(throttle: LoginThrottle) -> Future[Any]:
+    def attempt() -> Any:
+        return throttle.reserve("alice", "192.0.2.7")
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(attempt)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_a_full_limit_of_attempts_in_flight_makes_the_next_wait_not_fail(
+    signalled: SignalledStore,
+) -> None:
+    """Limit 1: a second sign-in of the same person while the first is with ShotGrid waits
+    for it and goes through when it succeeds (it was refused at once before the wait)."""
+    throttle = make(signalled, MovableClock(), login_max_failures_per_user_ip=1)
+    first = throttle.reserve("alice", "192.0.2.7")
+    second = _reserve_in_thread(throttle)
+    assert signalled.waiting.wait(10), "the second attempt never waited"
+    assert not second.done()
+    first.succeeded()
+    attempt = second.result(timeout=10)
+    assert counts(throttle, "alice", "192.0.2.7")[0] == 1  # its own slot, after the reset
+    attempt.succeeded()
+    assert counts(throttle, "alice", "192.0.2.7") == (0, 0, 0)
+
+
+def test_a_waiter_is_refused_when_the_attempt_in_flight_fails(
+    signalled: SignalledStore,
+) -> None:
+    throttle = make(signalled, MovableClock(), login_max_failures_per_user_ip=1)
+    first = throttle.reserve("alice", "192.0.2.7")
+    second = _reserve_in_thread(throttle)
+    assert signalled.waiting.wait(10), "the second attempt never waited"
+    first.failed()
+    with pytest.raises(Throttled) as refused:
+        second.result(timeout=10)
+    assert refused.value.limit == "user_ip"
+    assert counts(throttle, "alice", "192.0.2.7")[0] == 1  # the failure only
+
+
+def test_a_waiter_gives_up_after_the_upstream_read_timeout(signalled: SignalledStore) -> None:
+    """An attempt that never settles (its process died) holds waiters only for the longest a
+    ShotGrid call may take, then they are refused."""
+    throttle = make(
+        signalled, MovableClock(), login_max_failures_per_user_ip=1, upstream_read_timeout=0.3
+    )
+    throttle.reserve("alice", "192.0.2.7")  # never settled
+    with pytest.raises(Throttled):
+        throttle.reserve("alice", "192.0.2.7")
+    assert signalled.waiting.is_set()
+
+
+def test_in_flight_marks_are_given_back_by_every_settlement(store: SQLiteStore) -> None:
+    throttle = make(
+        store, MovableClock(), login_max_failures_per_ip=10, login_max_failures_per_user=10
+    )
+    keys = [pair_key("alice", "192.0.2.7"), user_key("alice"), ip_key("192.0.2.7")]
+
+    def flying() -> list[int]:
+        now = throttle.now()
+        windows = [store.read_counter(flight_key(key), now, throttle.window) for key in keys]
+        return [0 if window is None else window.count for window in windows]
+
+    for settle in ("failed", "succeeded", "released"):
+        attempt = throttle.reserve("alice", "192.0.2.7")
+        assert flying()[:2] == [1, 1]
+        getattr(attempt, settle)()
+        assert flying() == [0, 0, 0], settle
+    attempt = throttle.reserve("alice", "192.0.2.7")
+    assert throttle.unlock("alice") >= 1
+    assert flying()[:2] == [1, 1]  # unlock leaves the attempt in flight its marks
+    attempt.released()
+    assert flying() == [0, 0, 0]
