@@ -48,9 +48,9 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from broker.logs import get_logger
+from broker.logs import EventLogger
 
-_log = get_logger("broker.audit")
+_log = EventLogger("broker.audit")
 
 AuditSink = Callable[[str, str, Mapping[str, Any]], None]
 """Receives (event, outcome, fields) of every audit event; must not block or raise."""

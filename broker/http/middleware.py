@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.grants import registry
 from broker.http.problems import PROBLEM_JSON, problem, under_admin_api
-from broker.logs import get_logger
+from broker.logs import EventLogger
 
 REQUEST_ID_HEADER = "x-request-id"
 CLIENT_CLOSED_REQUEST = 499
@@ -30,7 +30,7 @@ MAX_LOGGED_PATH = 200
 MAX_LOGGED_USER_AGENT = 200
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
-_log = get_logger("broker.http.access")
+_log = EventLogger("broker.http.access")
 
 _request_notes: ContextVar[dict[str, str] | None] = ContextVar("broker_request_notes", default=None)
 

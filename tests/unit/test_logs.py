@@ -174,3 +174,147 @@ def test_the_prescreen_never_skips_a_redaction(parts: list[str]) -> None:
     could match; the result must equal running all five every time."""
     text = "".join(parts)
     assert redact_text(text) == _redact_without_prescreen(text)
+
+
+_TRICKY_LETTERS = ["ba\u017fic ", "BAS\u0130C\t", "bas\u0131c ", "BeArEr ", "basic\n", "bas", "ic "]
+
+
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(_PIECES + _TRICKY_LETTERS), st.text(max_size=12)),
+        max_size=8,
+    )
+)
+def test_the_quick_suspect_test_equals_the_regex(parts: list[str]) -> None:
+    """`_suspect` answers with substring tests what `_SUSPECT.search` answers, including
+    for letters the regex's case-insensitive match folds (U+017F, long s, matches s there)."""
+    from broker import logs
+
+    text = "".join(parts)
+    assert logs._suspect(text) == (logs._SUSPECT.search(text) is not None)
+
+
+def _redact_each_value(event_dict: dict[str, object]) -> dict[str, object]:
+    """The redaction processor as it was: every value on its own."""
+    from broker import logs
+
+    out: dict[str, object] = {}
+    for key, value in event_dict.items():
+        if key.startswith("_"):
+            out[key] = value
+        elif key.lower() in logs.SECRET_KEYS:
+            out[key] = REDACTED
+        else:
+            out[key] = logs._redact(value)
+    return out
+
+
+_VALUES = st.one_of(
+    st.sampled_from(_PIECES),
+    st.text(max_size=20),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.lists(st.sampled_from(_PIECES), max_size=3),
+    st.dictionaries(st.sampled_from(["password", "user", "note"]), st.sampled_from(_PIECES)),
+)
+_KEYS = st.one_of(
+    st.sampled_from(["event", "client_id", "Password", "token", "_record", "ip", "detail"]),
+    st.text(min_size=1, max_size=8),
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=8))
+def test_one_search_per_line_redacts_as_every_value_alone(event: dict[str, object]) -> None:
+    register_secret("registered-secret-0123")
+    event = {**event, "extra": "x registered-secret-0123 y"} if len(event) % 3 == 0 else event
+    assert redact_processor(None, "info", dict(event)) == _redact_each_value(event)
+
+
+_CONSOLE_KEYS = st.sampled_from(
+    ["timestamp", "level", "event", "logger", "logger_name", "a", "z", "status", "x y"]
+)
+_CONSOLE_VALUES = st.one_of(
+    st.text(max_size=40), st.integers(), st.floats(), st.none(), st.lists(st.integers())
+)
+
+
+@given(st.dictionaries(_CONSOLE_KEYS, _CONSOLE_VALUES))
+def test_the_console_renderer_writes_structlogs_lines(event: dict[str, object]) -> None:
+    import structlog
+
+    from broker.logs import PlainConsoleRenderer
+
+    if not isinstance(event.get("level", ""), str):
+        event["level"] = "info"  # structlog's own renderer needs a string there
+    expected = structlog.dev.ConsoleRenderer(colors=False)(None, "info", dict(event))
+    assert PlainConsoleRenderer()(None, "info", dict(event)) == expected
+
+
+def test_the_console_renderer_leaves_exceptions_to_structlog() -> None:
+    from broker.logs import PlainConsoleRenderer
+
+    line = PlainConsoleRenderer()(None, "error", {"event": "boom", "exception": "Traceback..."})
+    assert line == "boom\nTraceback..."
+
+
+def _without_timestamp(line: str, fmt: str) -> object:
+    if fmt == "json":
+        data = json.loads(line)
+        assert data.pop("timestamp")
+        return list(data.items())  # the order of the keys too
+    timestamp, rest = line.split(" ", 1)
+    assert timestamp.endswith("Z")
+    return rest
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_event_lines_equal_the_general_path(fmt: str) -> None:
+    """`EventLogger` writes straight to the broker's handler the line structlog and
+    logging would have written for the same event."""
+    import structlog
+
+    from broker.logs import EventLogger, get_logger
+
+    out = io.StringIO()
+    configure_logging("info", fmt, stream=out)
+    tokens = structlog.contextvars.bind_contextvars(request_id="rid-1")
+    try:
+        fields = {"method": "GET", "status": 200, "duration_ms": 1.5, "note": f"a {JWT}"}
+        EventLogger("broker.test.direct").info("http_request", **fields)
+        get_logger("broker.test.direct").info("http_request", **fields)
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
+        unconfigure_logging()
+    direct, general = out.getvalue().splitlines()
+    assert JWT not in direct
+    assert _without_timestamp(direct, fmt) == _without_timestamp(general, fmt)
+
+
+def test_event_lines_reach_other_handlers_too() -> None:
+    """With another handler installed (a test runner's capture), the line takes the
+    general path and reaches both; below the level it reaches none."""
+    from broker.logs import EventLogger
+
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    capture = Capture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    try:
+        EventLogger("broker.test.other").info("seen", client_id="dna-cli")
+        logging.getLogger("broker.test.other").setLevel(logging.WARNING)
+        EventLogger("broker.test.other").info("not seen")
+    finally:
+        root.removeHandler(capture)
+        logging.getLogger("broker.test.other").setLevel(logging.NOTSET)
+        unconfigure_logging()
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["seen"]
+    assert len(records) == 1
