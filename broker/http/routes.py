@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from broker.endpoints.discovery import metadata
 from broker.errors import error_body
+from broker.http.documents import PreparedDocument
 from broker.http.middleware import note, note_oauth_result
 from broker.http.oauth import BodyTooLarge, oauth_request, render
 from broker.http.threads import components, run_sync
@@ -56,30 +57,43 @@ async def token(request: Request) -> Response:
     return render(result)
 
 
-async def jwks(request: Request) -> Response:
-    parts = components(request)
-    try:
-        body = await run_sync(request, parts.keys.jwks)
-    except StoreUnavailable:
-        # Keys change rarely: the last set loaded is still right; never a 500.
-        from broker import metrics
+def _documents(request: Request) -> tuple[PreparedDocument, PreparedDocument]:
+    """The app's prepared JWKS and discovery documents (made at the first request)."""
+    state = request.app.state
+    documents: tuple[PreparedDocument, PreparedDocument] | None = getattr(state, "documents", None)
+    if documents is None:
+        max_age = components(request).settings.jwks_max_age
+        documents = (
+            PreparedDocument("application/jwk-set+json", f"public, max-age={max_age}"),
+            PreparedDocument("application/json", "public, max-age=300"),
+        )
+        state.documents = documents
+    return documents
 
-        metrics.store_error("jwks")
-        body = parts.keys.published()
-        if not body.get("keys"):
-            return JSONResponse(
-                error_body(
-                    "temporarily_unavailable",
-                    "The token store is not reachable right now. Try again shortly.",
-                ),
-                status_code=503,
-                headers={**NO_STORE, "Retry-After": "5"},
-            )
-    return JSONResponse(
-        body,
-        headers={"Cache-Control": f"public, max-age={parts.settings.jwks_max_age}"},
-        media_type="application/jwk-set+json",
-    )
+
+async def jwks(request: Request) -> Response:
+    """The key set as last loaded, with no thread hop: only a request that finds the set
+    older than the reload interval (once a minute by default) waits for the reload."""
+    keys = components(request).keys
+    if keys.reload_due():
+        try:
+            await run_sync(request, keys.maybe_reload)
+        except StoreUnavailable:
+            # Keys change rarely: the last set loaded is still right; never a 500.
+            from broker import metrics
+
+            metrics.store_error("jwks")
+    published = keys.published()
+    if not published.get("keys"):
+        return JSONResponse(
+            error_body(
+                "temporarily_unavailable",
+                "The token store is not reachable right now. Try again shortly.",
+            ),
+            status_code=503,
+            headers={**NO_STORE, "Retry-After": "5"},
+        )
+    return _documents(request)[0].response(published)
 
 
 def _metadata(request: Request) -> dict[str, Any]:
@@ -92,11 +106,11 @@ def _metadata(request: Request) -> dict[str, Any]:
 
 
 async def openid_configuration(request: Request) -> Response:
-    return JSONResponse(_metadata(request), headers={"Cache-Control": "public, max-age=300"})
+    return _documents(request)[1].response(_metadata(request))
 
 
 async def oauth_authorization_server(request: Request) -> Response:
-    return JSONResponse(_metadata(request), headers={"Cache-Control": "public, max-age=300"})
+    return _documents(request)[1].response(_metadata(request))
 
 
 async def healthz(request: Request) -> Response:

@@ -199,12 +199,18 @@ class KeyManager:
             self._jwks = {"keys": published}
             self._loaded_at = now
 
+    def reload_due(self) -> bool:
+        """Whether `maybe_reload` would go to the store: never loaded, or loaded more than
+        `reload_interval` ago. Reads no store (the JWKS route asks on the event loop)."""
+        loaded_at = self._loaded_at
+        return loaded_at is None or self._clock() - loaded_at >= self._reload_interval
+
     def maybe_reload(self) -> None:
         if self._loaded_at is None:
             # Never loaded (the store was down at start-up): bootstrap now.
             self.ensure_keys()
             return
-        if self._clock() - self._loaded_at >= self._reload_interval:
+        if self.reload_due():
             self.reload()
 
     # --- queries --------------------------------------------------------------------------------

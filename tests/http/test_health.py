@@ -110,6 +110,37 @@ def test_jwks_survives_store_outage(env: Env, clock: MovableClock) -> None:
     assert response.json() == keys
 
 
+def _jwks_store_errors(env: Env) -> float:
+    for line in env.get("/metrics").text.splitlines():
+        if line.startswith('broker_store_errors_total{where="jwks"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_jwks_reads_the_store_only_when_the_reload_interval_passed(
+    env: Env, clock: MovableClock
+) -> None:
+    """The JWKS is answered from the key set loaded last, without a store read, until the
+    reload interval (60 s by default) has passed; then the next request reloads it, so a
+    rotation made by another process shows up."""
+    from broker.components import key_manager, sealer_for
+
+    settings = env.app.state.components.settings
+    before = env.get("/jwks.json").json()
+    elsewhere = key_manager(settings, env.store.inner, sealer_for(settings), clock)
+    _, new_next = elsewhere.rotate("RS256")
+    errors = _jwks_store_errors(env)
+    env.store.down = True
+    assert env.get("/jwks.json").json() == before  # no store read: no store error
+    assert _jwks_store_errors(env) == errors
+    clock.advance(61)
+    assert env.get("/jwks.json").json() == before  # the reload failed: the last set
+    assert _jwks_store_errors(env) == errors + 1
+    env.store.down = False
+    clock.advance(61)
+    assert new_next in {key["kid"] for key in env.get("/jwks.json").json()["keys"]}
+
+
 def test_token_endpoint_maps_store_outage_to_503(env: Env) -> None:
     env.store.down = True
     response = httpx.post(
