@@ -28,6 +28,7 @@ from broker.http.admin_api import admin_routes, http_exception
 from broker.http.admin_page import admin_page_routes
 from broker.http.browser import browser_routes
 from broker.http.cors import CorsMiddleware
+from broker.http.dispatch import HotRoutes
 from broker.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from broker.http.ops import ops_routes
 from broker.http.proxies import ProxyHeadersMiddleware, TrustedProxies
@@ -282,6 +283,8 @@ def create_app(
             Middleware(RequestContextMiddleware),
             Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),
             Middleware(CorsMiddleware),
+            # Innermost: the token endpoint, JWKS and discovery without the router.
+            Middleware(HotRoutes, routes=routes),
         ],
         lifespan=lifespan,
     )
