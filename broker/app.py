@@ -263,6 +263,7 @@ def create_app(
             if own_store:
                 the_store.close()
 
+    proxies = TrustedProxies(settings.trusted_proxies, settings.forwarded_header)
     return Starlette(
         routes=[
             *routes,
@@ -275,11 +276,9 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_exception},
         middleware=[
-            # Outermost: decides the client address before anything reads it.
-            Middleware(
-                ProxyHeadersMiddleware,
-                proxies=TrustedProxies(settings.trusted_proxies, settings.forwarded_header),
-            ),
+            # Outermost: decides the client address before anything reads it. Without
+            # trusted proxies it would change nothing: no layer to cross at all then.
+            *([Middleware(ProxyHeadersMiddleware, proxies=proxies)] if proxies else []),
             Middleware(RequestContextMiddleware),
             Middleware(BodyLimitMiddleware, limit=settings.max_body_bytes),
             Middleware(CorsMiddleware),

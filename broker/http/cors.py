@@ -36,6 +36,7 @@ CORS_PATHS = frozenset(
 ALLOWED_METHODS = "GET, POST"
 ALLOWED_HEADERS = frozenset({"authorization", "content-type", "accept", "accept-language", "dpop"})
 EXPOSED_HEADERS = "WWW-Authenticate, Retry-After"
+_EXPOSED_HEADERS = EXPOSED_HEADERS.encode("latin-1")
 PREFLIGHT_MAX_AGE = "600"
 CACHE_SECONDS = 10.0
 """How long the origin allowlist read from the store is reused (client edits show up
@@ -97,23 +98,36 @@ class CorsMiddleware:
         if scope["type"] != "http" or scope["path"] not in CORS_PATHS:
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
+        # One pass over the raw headers (ASGI names are lower case): most requests here
+        # come from servers, with no Origin at all.
+        origin: str | None = None
+        asks_preflight = False
+        for name, value in scope["headers"]:
+            if name == b"origin" and origin is None:
+                origin = value.decode("latin-1")
+            elif name == b"access-control-request-method":
+                asks_preflight = True
         allowed = False
         if origin is not None:
             allowlist = await self._allowlist(scope)
             allowed = allowlist is not None and allowlist.allows(origin)
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+        if scope["method"] == "OPTIONS" and asks_preflight:
+            headers = Headers(scope=scope)
             await self._preflight(origin if allowed else None, headers, scope, receive, send)
             return
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                out = MutableHeaders(scope=message)
-                out.add_vary_header("Origin")
+                raw = message.get("headers")
+                if type(raw) is not list:
+                    message["headers"] = raw = list(raw or ())
+                if any(name == b"vary" for name, _ in raw):
+                    MutableHeaders(scope=message).add_vary_header("Origin")
+                else:
+                    raw.append((b"vary", b"Origin"))
                 if allowed and origin is not None:
-                    out["Access-Control-Allow-Origin"] = origin
-                    out["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+                    raw.append((b"access-control-allow-origin", origin.encode("latin-1")))
+                    raw.append((b"access-control-expose-headers", _EXPOSED_HEADERS))
             await send(message)
 
         await self.app(scope, receive, send_with_cors)

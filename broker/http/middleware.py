@@ -248,15 +248,25 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        counted = False
         for name, value in scope.get("headers", []):
-            if name.lower() == b"content-length":
+            name = name.lower()
+            if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0  # the route's own parsing refuses it as invalid_request
+                    counted = True
                 if declared > self.limit:
                     await self._refuse(scope, send)
                     return
+            elif name == b"transfer-encoding":
+                counted = True
+        if not counted:
+            # No body, or one framed by a Content-Length within the bound: the server reads
+            # no more than that (RFC 9112 §6.3), so there is nothing to count.
+            await self.app(scope, receive, send)
+            return
         received = 0
         started = False
 
