@@ -63,6 +63,11 @@ class _Payload(OAuth2Payload):  # type: ignore[misc]
         return self._data.lists
 
 
+_SECURE_URIS: set[str] = set()
+"""URIs that passed Authlib's transport check once (the issuer's, plus a path)."""
+_AUTHLIB_FIELDS: dict[str, Any] = dict(vars(OAuth2Request("POST", "https://issuer.invalid/")))
+
+
 class BrokerRequest(OAuth2Request):  # type: ignore[misc]
     """An OAuth2Request whose form and query were read before Authlib runs.
 
@@ -80,7 +85,17 @@ class BrokerRequest(OAuth2Request):  # type: ignore[misc]
         *,
         client_ip: str | None = None,
     ) -> None:
-        super().__init__(method=method, uri=uri, headers=headers)
+        if uri in _SECURE_URIS:
+            # OAuth2Request.__init__ without its transport check: the URI is the issuer's
+            # plus a path, and the check parses it and the issuer's host (ipaddress) for
+            # the same answer at every request. Its attributes come from one request made
+            # by Authlib itself (a test holds them equal to Authlib's own, per request).
+            self.__dict__.update(_AUTHLIB_FIELDS)
+            self.method, self.uri, self.headers = method, uri, headers or {}
+        else:
+            super().__init__(method=method, uri=uri, headers=headers)
+            if len(_SECURE_URIS) < 64:
+                _SECURE_URIS.add(uri)
         self._form = _MultiDict(form)
         self._args = _MultiDict(query)
         self.payload = _Payload([*query, *form])
