@@ -226,10 +226,29 @@ def store_error(where: str) -> None:
     STORE_ERRORS.labels(_bounded(where)).inc()
 
 
+_audit_children: dict[tuple[str, str], tuple[str, str, Any]] = {}
+
+
+def _audit_child(event: str, outcome: str) -> tuple[str, str, Any]:
+    """The bounded labels and series of an audit event, looked up once per pair (events
+    and outcomes come from code; the bound on the cache is a guard all the same)."""
+    found = _audit_children.get((event, outcome))
+    if found is None:
+        bounded_event, bounded_outcome = _bounded(event), _bounded(outcome)
+        found = (
+            bounded_event,
+            bounded_outcome,
+            AUDIT_EVENTS.labels(bounded_event, bounded_outcome),
+        )
+        if len(_audit_children) < _MAX_CACHED_CHILDREN:
+            _audit_children[(event, outcome)] = found
+    return found
+
+
 def observe_event(event: str, outcome: str, fields: dict[str, object]) -> None:
     """Counters fed from `events.audit`."""
-    event, outcome = _bounded(event), _bounded(outcome)
-    AUDIT_EVENTS.labels(event, outcome).inc()
+    event, outcome, child = _audit_child(event, outcome)
+    child.inc()
     if event == "login":
         LOGINS.labels(outcome).inc()
     elif event == "refresh_reuse_detected":

@@ -135,6 +135,7 @@ class KeyManager:
         cache period): promoting a younger one is allowed, with a warning."""
         self._lock = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
+        self._current: dict[tuple[str, str], LoadedKey] = {}
         self._loaded_at: datetime | None = None
         self._jwks: dict[str, Any] = {"keys": []}
 
@@ -194,8 +195,13 @@ class KeyManager:
         published = [
             lk.key.as_dict(private=False) for lk in keys.values() if lk.record.use == "sig"
         ]
+        current: dict[tuple[str, str], LoadedKey] = {}
+        for lk in keys.values():
+            if lk.record.state is KeyState.CURRENT:
+                current.setdefault((lk.record.alg, lk.record.use), lk)
         with self._lock:
             self._keys = keys
+            self._current = current
             self._jwks = {"keys": published}
             self._loaded_at = now
 
@@ -225,14 +231,10 @@ class KeyManager:
     def current(self, alg: str | None = None, use: str = "sig") -> LoadedKey:
         alg = alg or self.signing_alg
         self.maybe_reload()
-        for lk in self._keys.values():
-            if (
-                lk.record.use == use
-                and lk.record.alg == alg
-                and lk.record.state is KeyState.CURRENT
-            ):
-                return lk
-        raise KeyError_(f"no current {alg} key")
+        found = self._current.get((alg, use))
+        if found is None:
+            raise KeyError_(f"no current {alg} key")
+        return found
 
     def get(self, kid: str) -> LoadedKey | None:
         found = self._keys.get(kid)
