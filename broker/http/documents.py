@@ -16,8 +16,10 @@ from starlette.responses import Response
 class PreparedResponse(Response):
     """A response whose body and raw headers are already built."""
 
-    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
-        self.status_code = 200
+    def __init__(
+        self, body: bytes, raw_headers: list[tuple[bytes, bytes]], status_code: int = 200
+    ) -> None:
+        self.status_code = status_code
         self.background = None
         self.body = body
         # Each response gets its own list: middleware adds headers to it in place.

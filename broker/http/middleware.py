@@ -23,6 +23,7 @@ from broker.http.problems import PROBLEM_JSON, problem, under_admin_api
 from broker.logs import EventLogger
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()
 CLIENT_CLOSED_REQUEST = 499
 """Status recorded (never sent) for a request whose client left mid-request (nginx's 499)."""
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -95,7 +96,7 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     """The caller's X-Request-ID when it is short and made of safe characters (it goes into
     logs and a response header), else a fresh one."""
     for name, value in headers:
-        if name.lower() == REQUEST_ID_HEADER.encode():
+        if name.lower() == _REQUEST_ID_KEY:
             try:
                 candidate = value.decode("ascii")
             except UnicodeDecodeError:
@@ -158,17 +159,15 @@ class RequestContextMiddleware:
         status_started = False
         started = time.perf_counter()
 
+        key, value = _REQUEST_ID_KEY, request_id.encode()
+
         async def send_with_id(message: Message) -> None:
             nonlocal status, status_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 status_started = True
-                headers = [
-                    (k, v)
-                    for k, v in message.get("headers", [])
-                    if k.lower() != REQUEST_ID_HEADER.encode()
-                ]
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != key]
+                headers.append((key, value))
                 message = {**message, "headers": headers}
             await send(message)
 

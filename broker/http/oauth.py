@@ -15,9 +15,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 
+from broker.http.documents import PreparedResponse
 from broker.server import BrokerRequest
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -123,14 +125,24 @@ def safe_description(text: str) -> str:
 
 
 def render(result: tuple[int, Any, list[tuple[str, str]]]) -> Response:
+    """Authlib's (status, body, headers) as a response: the bytes and headers a Starlette
+    `Response(content)` given those headers one by one would send (a test holds them
+    equal), built straight into the raw list."""
     status, body, headers = result
     if isinstance(body, dict) and isinstance(body.get("error_description"), str):
         body = {**body, "error_description": safe_description(body["error_description"])}
     content = json.dumps(body, separators=(",", ":")) if isinstance(body, dict) else body
-    response = Response(content, status_code=status)
+    payload = content.encode("utf-8") if isinstance(content, str) else bytes(content or b"")
+    raw: list[tuple[bytes, bytes]] = []
+    if status >= 200 and status not in (204, 304):
+        raw.append((b"content-length", str(len(payload)).encode("latin-1")))
     for key, value in headers:
-        response.headers[key] = value
-    return response
+        name = key.lower().encode("latin-1")
+        if any(existing == name for existing, _ in raw):
+            MutableHeaders(raw=raw)[key] = value  # replaces it where it stands
+        else:
+            raw.append((name, value.encode("latin-1")))
+    return PreparedResponse(payload, raw, status)
 
 
 def check_basic_authorization(headers: Any) -> None:
