@@ -305,14 +305,16 @@ def run_demo(
     )
 
     async def main() -> None:
+        # Logging is ours, as in `serve`: uvicorn installing its own configuration would
+        # give its loggers handlers of their own, and its access logger a handler makes
+        # it format the client address and path of every request, to drop the line.
+        ours: dict[str, Any] = {"log_level": "warning", "log_config": None, "access_log": False}
         servers = [
             uvicorn.Server(
-                uvicorn.Config(
-                    emulator.app, log_level="warning", timeout_keep_alive=IDLE_KEEPALIVE_SECONDS
-                )
+                uvicorn.Config(emulator.app, timeout_keep_alive=IDLE_KEEPALIVE_SECONDS, **ours)
             ),
             # The same parser, bounds, timeouts and proxy handling as `serve`.
-            uvicorn.Server(uvicorn.Config(app, log_level="warning", **server_options(settings))),
+            uvicorn.Server(uvicorn.Config(app, **ours, **server_options(settings))),
         ]
         tasks = [
             asyncio.create_task(s.serve(sockets=[sock]))
