@@ -16,6 +16,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
@@ -198,6 +199,34 @@ def _drop_color_message(
     return event_dict
 
 
+_stamp: tuple[int, str] = (-1, "")
+"""The second last formatted and its text (one tuple: threads swap it whole)."""
+
+
+def iso_utc(ns: int) -> str:
+    """`datetime.fromtimestamp(ns / 1e9, UTC).isoformat()` with `Z` for `+00:00`, as
+    structlog's `TimeStamper(fmt="iso", utc=True)` writes it (microseconds floored, left
+    out when zero), with the date and time formatted once a second instead of at every
+    line: the datetime way costs about 19,000 instructions a line (a test holds the two
+    equal)."""
+    global _stamp
+    second, rest = divmod(ns, 1_000_000_000)
+    stamped, text = _stamp
+    if stamped != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _stamp = (second, text)
+    micro = rest // 1000
+    return f"{text}.{micro:06d}Z" if micro else f"{text}Z"
+
+
+def utc_timestamp(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the `timestamp` of the line (ISO 8601, UTC, `Z`)."""
+    event_dict["timestamp"] = iso_utc(time.time_ns())
+    return event_dict
+
+
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -205,7 +234,7 @@ def _shared_processors() -> list[Any]:
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
         _drop_color_message,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        utc_timestamp,
     ]
 
 

@@ -318,3 +318,16 @@ def test_event_lines_reach_other_handlers_too() -> None:
         unconfigure_logging()
     assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["seen"]
     assert len(records) == 1
+
+
+@given(st.integers(min_value=0, max_value=253402300799 * 10**9 + 999_999_999))
+def test_timestamps_are_structlogs(ns: int) -> None:
+    """The `timestamp` of every line, as structlog's TimeStamper(fmt="iso", utc=True)
+    writes it for the same instant (microseconds floored, and left out when zero)."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.logs import iso_utc
+
+    instant = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
+    assert iso_utc(ns) == instant.isoformat().replace("+00:00", "Z")
+    assert iso_utc(ns - ns % 10**9) == instant.replace(microsecond=0).isoformat()[:-6] + "Z"
