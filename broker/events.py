@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from types import ModuleType
 from typing import Any
 
 from broker.logs import EventLogger
@@ -90,13 +91,22 @@ FORBIDDEN_FIELDS = frozenset(
 )
 
 
+_metrics: ModuleType | None = None
+
+
 def audit(event: str, *, outcome: str = "success", **fields: Any) -> None:
     """Record one audit event, e.g. `audit("login", outcome="failure", client_id=...)`."""
+    global _metrics
     clean = {k: v for k, v in fields.items() if k not in FORBIDDEN_FIELDS and v is not None}
     _log.info(event, audit=True, outcome=outcome, **clean)
-    from broker import metrics
+    if _metrics is None:
+        # Imported on first use, not with this module: commands that never serve (keys,
+        # clients) import events but need no Prometheus client. An import statement here
+        # would run the import machinery's fromlist handling at every event.
+        from broker import metrics
 
-    metrics.observe_event(event, outcome, clean)
+        _metrics = metrics
+    _metrics.observe_event(event, outcome, clean)
     sink = _sink.get()
     if sink is not None:
         sink(event, outcome, clean)

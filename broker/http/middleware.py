@@ -18,6 +18,7 @@ import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker import metrics
 from broker.grants import registry
 from broker.http.problems import PROBLEM_JSON, problem, under_admin_api
 from broker.logs import EventLogger
@@ -184,8 +185,6 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             endpoint = _endpoint_label(scope)
-            from broker import metrics
-
             metrics.observe_request(endpoint, scope.get("method", ""), status, elapsed, notes)
             where: dict[str, str] = {}
             if endpoint == "other":
