@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import jwt as pyjwt
@@ -17,9 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, OctKey, RSAKey
+from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 
+from broker.store import open_store
+from broker.tokens.crypto import Sealer
 from broker.tokens.jws import AnyKey, JwsKey
+from broker.tokens.keys import REFRESH_ALG, KeyManager
+from tests.support.clock import MovableClock
 
 CLAIMS: dict[str, Any] = {
     "iss": "http://127.0.0.1:8000",
@@ -179,3 +185,102 @@ def test_verdicts_on_one_changed_character_equal_joserfcs(alg: str, where: int, 
 def test_garbage_is_refused_as_joserfc_refuses_it(text: str) -> None:
     for alg in ("HS256", "RS256"):
         assert our_verdict(alg, text) == joserfc_verdict(alg, text)
+
+
+# --- the broker's own signing path, read by the libraries its relying parties use ---------
+
+
+def _manager(tmp_path: Path, alg: str) -> KeyManager:
+    store = open_store(f"sqlite:///{tmp_path / 'keys.db'}")
+    km = KeyManager(store, Sealer([os.urandom(32)]), clock=MovableClock(), signing_alg=alg)
+    km.ensure_keys()
+    return km
+
+
+def _tampered(token: str) -> list[str]:
+    """A changed claim (signature kept), a changed signature, a header naming `none`."""
+    head, payload, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    flipped = sig[:10] + ("A" if sig[10] != "A" else "B") + sig[11:]
+    return [
+        f"{head}.{_b64(json.dumps({**claims, 'sub': '102'}).encode())}.{sig}",
+        f"{head}.{payload}.{flipped}",
+        f"{_b64(json.dumps({**header, 'alg': 'none'}).encode())}.{payload}.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("signing_alg", "token_alg", "typ"),
+    [
+        ("RS256", "RS256", "at+jwt"),
+        ("RS256", "RS256", "JWT"),  # the ID token
+        ("ES256", "ES256", "at+jwt"),
+        ("ES256", "RS256", "JWT"),  # an ES256 deployment keeps RS256 ID tokens
+    ],
+)
+def test_published_tokens_verify_with_pyjwt_and_joserfc_against_the_jwks(
+    tmp_path: Path, signing_alg: str, token_alg: str, typ: str
+) -> None:
+    """What a relying party does: fetch the JWKS, pick the key by `kid`, verify. The
+    header PyJWT reads is the one the broker wrote (alg, kid of the current key, typ);
+    every tampered neighbour is refused by both libraries."""
+    km = _manager(tmp_path, signing_alg)
+    current = km.current(token_alg)
+    token = km.sign(CLAIMS, typ, alg=token_alg)
+    jwks = km.jwks()
+
+    assert pyjwt.get_unverified_header(token) == {"typ": typ, "alg": token_alg, "kid": current.kid}
+    pyjwk = pyjwt.PyJWKSet.from_dict(jwks)[current.kid]
+    assert pyjwk.algorithm_name == token_alg
+    options: Any = {"verify_exp": False}
+    assert (
+        pyjwt.decode(token, pyjwk.key, algorithms=[token_alg], options=options, audience="dna-api")
+        == CLAIMS
+    )
+    keyset = KeySet.import_key_set(jwks)
+    decoded = jwt.decode(token, keyset, algorithms=[token_alg])
+    assert dict(decoded.header) == {"typ": typ, "alg": token_alg, "kid": current.kid}
+    assert dict(decoded.claims) == CLAIMS
+
+    for variant in _tampered(token):
+        with pytest.raises(pyjwt.PyJWTError):
+            pyjwt.decode(
+                variant, pyjwk.key, algorithms=[token_alg], options=options, audience="dna-api"
+            )
+        with pytest.raises(JoseError):
+            jwt.decode(variant, keyset, algorithms=[token_alg])
+        with pytest.raises(ValueError):
+            km.verify(variant, use="sig", typ=typ)
+
+
+def test_refresh_tokens_verify_with_pyjwt_and_joserfc_under_the_private_key(
+    tmp_path: Path,
+) -> None:
+    """Refresh tokens are HS256 under a key never published: read with that key."""
+    km = _manager(tmp_path, "RS256")
+    current = km.current(REFRESH_ALG, use="rt")
+    token = km.sign_refresh(CLAIMS, "rt+jwt")
+    assert current.kid not in {k["kid"] for k in km.jwks()["keys"]}
+    assert pyjwt.get_unverified_header(token) == {
+        "typ": "rt+jwt",
+        "alg": REFRESH_ALG,
+        "kid": current.kid,
+    }
+    secret: Any = current.key.get_op_key("verify")
+    options: Any = {"verify_exp": False}
+    decoded = pyjwt.decode(
+        token, secret, algorithms=[REFRESH_ALG], options=options, audience="dna-api"
+    )
+    assert decoded == CLAIMS
+    assert dict(jwt.decode(token, current.key, algorithms=[REFRESH_ALG]).claims) == CLAIMS
+    assert km.verify(token, use="rt", typ="rt+jwt") == CLAIMS
+    for variant in _tampered(token):
+        with pytest.raises(pyjwt.PyJWTError):
+            pyjwt.decode(
+                variant, secret, algorithms=[REFRESH_ALG], options=options, audience="dna-api"
+            )
+        with pytest.raises(JoseError):
+            jwt.decode(variant, current.key, algorithms=[REFRESH_ALG])
+        with pytest.raises(ValueError):
+            km.verify(variant, use="rt", typ="rt+jwt")
