@@ -2,8 +2,11 @@
 service on this stack does for the bench's three modes, to set beside node-oidc-provider.
 
 A bare ASGI app on the same uvicorn (httptools, uvloop) that answers exactly what the
-bench's load generator asks, with nothing but `cryptography`, on the event loop (no
-thread hop), keeping refresh tokens in a dict (no durability, no store):
+bench's load generator asks, with nothing but `cryptography`, keeping refresh tokens in a
+dict (no durability, no store). The token work runs on a pool of 32 threads, one hop
+per request as in the broker: a service with a store must not stall its event loop on
+it, and on a core shared with other processes the scheduler shares time by runnable
+thread, so a floor without the pool would be measured on a smaller share than the broker:
 
 - `POST /token` `grant_type=password`: a refresh token, an access token and an ID token;
 - `grant_type=refresh_token`: the token swapped in the dict, then two RS256 signatures
@@ -22,13 +25,16 @@ is out of reach whatever the broker does (`bench/peer_floor.sh` runs it beside t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hmac
 import json
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -68,6 +74,7 @@ class Floor:
         self.header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": self.kid}).encode())
         self.basic = "Basic " + base64.b64encode(b"dna-backend:dna-backend-secret").decode()
         self.refresh_tokens: dict[str, str] = {}
+        self.lock = threading.Lock()
 
     def jwt(self, claims: dict[str, Any]) -> str:
         signing_input = self.header + b"." + b64url(json.dumps(claims).encode())
@@ -87,7 +94,8 @@ class Floor:
 
     def user_tokens(self, sub: str) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(32)
-        self.refresh_tokens[refresh] = sub
+        with self.lock:
+            self.refresh_tokens[refresh] = sub
         return {
             "access_token": self.jwt(self.claims(sub, "dna-api")),
             "id_token": self.jwt(self.claims(sub, "dna-cli")),
@@ -101,7 +109,8 @@ class Floor:
         if grant == "password" and form.get("password") == "alice-pw":
             return 200, self.user_tokens("101")
         if grant == "refresh_token":
-            sub = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+            with self.lock:
+                sub = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
             if sub is not None:
                 return 200, self.user_tokens(sub)
         if grant == "client_credentials" and hmac.compare_digest(authorization, self.basic):
@@ -116,6 +125,7 @@ class Floor:
 
 def make_app(floor: Floor) -> Callable[[Message, Any, Any], Awaitable[None]]:
     documents = {"/jwks.json": floor.jwks, "/.well-known/openid-configuration": floor.discovery}
+    executor = ThreadPoolExecutor(max_workers=32)
 
     async def app(scope: Message, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -134,7 +144,8 @@ def make_app(floor: Floor) -> Callable[[Message, Any, Any], Awaitable[None]]:
             authorization = next(
                 (v.decode() for k, v in scope["headers"] if k == b"authorization"), ""
             )
-            status, answer = floor.token(form, authorization)
+            loop = asyncio.get_running_loop()
+            status, answer = await loop.run_in_executor(executor, floor.token, form, authorization)
             out = json.dumps(answer).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
