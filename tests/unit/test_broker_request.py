@@ -13,6 +13,16 @@ from broker.server import BrokerRequest
 OURS = {"_form", "_args", "client_ip", "payload"}
 
 
+@pytest.fixture(autouse=True)
+def fresh_uris(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """An empty set of checked URIs (the suite's other servers, a port each, fill the
+    process's own up to its bound) and Authlib's transport check in force."""
+    uris: set[str] = set()
+    monkeypatch.setattr(server, "_SECURE_URIS", uris)
+    monkeypatch.delenv("AUTHLIB_INSECURE_TRANSPORT", raising=False)
+    return uris
+
+
 @pytest.mark.parametrize(
     ("method", "uri", "headers"),
     [
@@ -48,3 +58,16 @@ def test_an_insecure_uri_is_refused_every_time() -> None:
         with pytest.raises(InsecureTransportError):
             BrokerRequest("POST", "http://auth.example.com/token", {})
     assert "http://auth.example.com/token" not in server._SECURE_URIS
+
+
+def test_past_the_bound_every_request_is_checked(fresh_uris: set[str]) -> None:
+    """At most 64 URIs are remembered; the 65th is still checked, every time."""
+    for port in range(64):
+        BrokerRequest("POST", f"https://auth.example.com:{port}/token", {})
+    assert len(fresh_uris) == 64
+    uri = "https://auth.example.com:9999/token"
+    for _ in range(2):
+        assert vars(BrokerRequest("POST", uri, {}))["uri"] == uri
+    assert uri not in fresh_uris
+    with pytest.raises(InsecureTransportError):
+        BrokerRequest("POST", "http://auth.example.com:9999/token", {})
