@@ -399,6 +399,10 @@ class EventLogger:
         self._logger = logging.getLogger(name)
         self._fallback = get_logger(name)
 
+    def debug(self, event: str, **fields: Any) -> None:
+        """The rare DEBUG line, through the general path."""
+        self._fallback.debug(event, **fields)
+
     def info(self, event: str, **fields: Any) -> None:
         logger = self._logger
         if not logger.isEnabledFor(_INFO):

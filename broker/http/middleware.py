@@ -9,6 +9,7 @@ and every log line of the request.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import time
@@ -33,6 +34,16 @@ MAX_LOGGED_USER_AGENT = 200
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 _log = EventLogger("broker.http.access")
+_access = logging.getLogger("broker.http.access")
+
+ROUTINE_ENDPOINTS = frozenset(
+    {"/jwks.json", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"}
+)
+"""Public documents every relying party and resource server re-reads on its own schedule,
+the same bytes for every caller. Their successful reads are access lines at DEBUG, not
+INFO: at a few thousand key-set reads a second they would be most of the log (and a third
+of the work of serving them), while saying nothing an operator acts on; the request
+metrics count them all the same, and refusals stay at INFO."""
 
 _request_notes: ContextVar[dict[str, str] | None] = ContextVar("broker_request_notes", default=None)
 
@@ -186,22 +197,24 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             endpoint = _endpoint_label(scope)
             metrics.observe_request(endpoint, scope.get("method", ""), status, elapsed, notes)
-            where: dict[str, str] = {}
-            if endpoint == "other":
-                # No route template to name it by: the path, bounded. Never the query
-                # string, where codes and tokens travel.
-                where["path"] = _bounded_text(scope.get("path", ""), MAX_LOGGED_PATH)
-            _log.info(
-                "http_request",
-                method=scope.get("method"),
-                endpoint=endpoint,
-                **where,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-                client_ip=(scope.get("client") or (None,))[0],
-                user_agent=_user_agent(scope.get("headers", [])),
-                **notes,
-            )
+            routine = status < 400 and endpoint in ROUTINE_ENDPOINTS
+            if not routine or _access.isEnabledFor(logging.DEBUG):
+                where: dict[str, str] = {}
+                if endpoint == "other":
+                    # No route template to name it by: the path, bounded. Never the query
+                    # string, where codes and tokens travel.
+                    where["path"] = _bounded_text(scope.get("path", ""), MAX_LOGGED_PATH)
+                (_log.debug if routine else _log.info)(
+                    "http_request",
+                    method=scope.get("method"),
+                    endpoint=endpoint,
+                    **where,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                    client_ip=(scope.get("client") or (None,))[0],
+                    user_agent=_user_agent(scope.get("headers", [])),
+                    **notes,
+                )
             _request_notes.reset(notes_token)
             structlog.contextvars.reset_contextvars(**tokens)
 

@@ -107,3 +107,28 @@ def test_http_client_info_lines_are_silenced(running: RunningBroker, tmp_path: P
         from_client = [line for line in lines if line.get("logger") in ("httpx", "httpcore")]
         assert bool(from_client) is expected, (level, from_client[:2])
     assert httpx.get(f"{running.url}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/jwks.json", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"],
+)
+def test_routine_document_reads_are_access_lines_at_debug_only(
+    running: RunningBroker, path: str
+) -> None:
+    """The key set and discovery, re-read by every relying party: no INFO line for a
+    successful read, a DEBUG one at debug; a refused request still gets its INFO line."""
+
+    def read() -> None:
+        with running.client() as http:
+            assert http.get(path).status_code == 200
+
+    def refused() -> None:
+        with running.client() as http:
+            assert http.post(path).status_code == 405
+
+    assert access_lines(logged("info", read)) == []
+    (line,) = access_lines(logged("debug", read))
+    assert line["endpoint"] == path and line["status"] == 200 and line["level"] == "debug"
+    (line,) = access_lines(logged("info", refused))
+    assert line["status"] == 405 and line["level"] == "info"
