@@ -218,7 +218,7 @@ def test_fastapi_answers_at_once_while_the_broker_hangs() -> None:
                 response = get(app.url, token)
                 elapsed = time.perf_counter() - started
                 assert response.status_code == 503
-                assert elapsed < 0.5  # the fetch's own timeout is 5 s
+                assert elapsed < 2.0  # the fetch's own timeout is 5 s (wide: parallel workers)
         finally:
             provider.close()
 
