@@ -482,16 +482,29 @@ def _first_error(body: Mapping[str, Any]) -> tuple[int | None, str]:
     return None, ""
 
 
-def _login_error(status: int, body: Mapping[str, Any]) -> UpstreamError:
-    code, title = _first_error(body)
+def _account_refusal(code: object, text: str, wrong: UpstreamError) -> UpstreamError | None:
+    """ShotGrid's refusal codes, the same on REST and api3 (research §3.1): 102 is `wrong`
+    (what the call checked) unless the account is disabled, 106 two-factor, 108/110 SSO."""
     if code == 102:
-        if "disabled" in title.lower():
-            return InactiveUser("the ShotGrid account is disabled")
-        return InvalidCredentials("ShotGrid refused the login or password")
+        return (
+            InactiveUser("the ShotGrid account is disabled")
+            if "disabled" in text.lower()
+            else wrong
+        )
     if code == 106:
         return TwoFactorRequired("the ShotGrid account requires two-factor authentication")
     if code in (108, 110):
         return SsoRequired("the ShotGrid account signs in through SSO/Autodesk Identity only")
+    return None
+
+
+def _login_error(status: int, body: Mapping[str, Any]) -> UpstreamError:
+    code, title = _first_error(body)
+    refusal = _account_refusal(
+        code, title, InvalidCredentials("ShotGrid refused the login or password")
+    )
+    if refusal is not None:
+        return refusal
     if status == 400 and title.startswith("Missing or invalid authentication arguments"):
         return InvalidCredentials("ShotGrid refused the login or password")
     return UpstreamUnavailable(f"ShotGrid answered HTTP {status} code {code} to a password grant")
@@ -508,14 +521,11 @@ def _api3_login_error(body: Mapping[str, Any]) -> UpstreamError:
     """An api3 fault to a login with a two-factor code (research §3.1's codes). The
     password was checked just before, so 102 means the code: wrong, expired or used."""
     code, message = body.get("error_code"), str(body.get("message") or "")
-    if code == 102:
-        if "disabled" in message.lower():
-            return InactiveUser("the ShotGrid account is disabled")
-        return InvalidTwoFactorCode("ShotGrid refused the two-factor code")
-    if code == 106:
-        return TwoFactorRequired("the ShotGrid account requires two-factor authentication")
-    if code in (108, 110):
-        return SsoRequired("the ShotGrid account signs in through SSO/Autodesk Identity only")
+    refusal = _account_refusal(
+        code, message, InvalidTwoFactorCode("ShotGrid refused the two-factor code")
+    )
+    if refusal is not None:
+        return refusal
     return UpstreamUnavailable(f"ShotGrid answered api3 fault {code!r} to get_session_token")
 
 
