@@ -12,16 +12,15 @@ current validator.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from broker import metrics
-from broker.errors import error_body
+from broker.http.routes import store_unavailable
 from broker.http.threads import components, run_sync
 from broker.revocation.feed import CACHE_SECONDS
 from broker.store import StoreUnavailable
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _JSON_RANGES = frozenset({"application/json", "application/*", "*/*"})
 
 
@@ -71,14 +70,7 @@ async def revocations(request: Request) -> Response:
             page = await run_sync(request, parts.feed.read, since, signed)
     except StoreUnavailable:
         metrics.store_error("revocations")
-        return JSONResponse(
-            error_body(
-                "temporarily_unavailable",
-                "The token store is not reachable right now. Try again shortly.",
-            ),
-            status_code=503,
-            headers={**NO_STORE, "Retry-After": "5"},
-        )
+        return store_unavailable()
     headers = {
         "ETag": page.etag,
         "Cache-Control": f"public, max-age={int(CACHE_SECONDS)}",

@@ -24,6 +24,18 @@ log = logging.getLogger("broker.http")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+def store_unavailable() -> JSONResponse:
+    """The 503 of a page that needs the store while it cannot be reached: never a 500."""
+    return JSONResponse(
+        error_body(
+            "temporarily_unavailable",
+            "The token store is not reachable right now. Try again shortly.",
+        ),
+        status_code=503,
+        headers={**NO_STORE, "Retry-After": "5"},
+    )
+
+
 def _server(request: Request) -> BrokerAuthorizationServer:
     server: BrokerAuthorizationServer = request.app.state.oauth_server
     return server
@@ -85,14 +97,7 @@ async def jwks(request: Request) -> Response:
             metrics.store_error("jwks")
     published = keys.published()
     if not published.get("keys"):
-        return JSONResponse(
-            error_body(
-                "temporarily_unavailable",
-                "The token store is not reachable right now. Try again shortly.",
-            ),
-            status_code=503,
-            headers={**NO_STORE, "Retry-After": "5"},
-        )
+        return store_unavailable()
     return _documents(request)[0].response(published)
 
 
