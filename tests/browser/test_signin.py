@@ -7,14 +7,13 @@ verification page. The broker's clock is moved for the 2 s ShotGrid pace, never 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from broker_client.login import DeviceLogin, DevicePrompt, LoginDenied
+from broker_client.login import DevicePrompt, LoginDenied
 from broker_client.tokencache import TokenCache
 
 from shotgrid_emulator import ShotGridEmulator
@@ -22,6 +21,7 @@ from tests.browser.conftest import spa_app
 from tests.browser.test_sso import start, wait_status
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
+from tests.support.device import PollingDevice
 from tests.support.emulator import dave_totp
 from tests.support.oidc import Flow
 from tests.support.servers import ServerThread
@@ -155,49 +155,6 @@ def test_dave_signs_in_with_password_and_code(page: Any, env: tuple[Any, ...]) -
     assert page.evaluate("spa.user()")["sub"] == "104"
 
 
-class PollingDevice:
-    """`broker_client.login` on its own thread, as a DCC plug-in runs it; its waits move
-    the broker's clock (and let real time pass for the browser)."""
-
-    def __init__(self, running: RunningBroker, clock: MovableClock, cache: Path) -> None:
-        self.prompted = threading.Event()
-        self.prompt: DevicePrompt | None = None
-        self.result: Any = None
-        self.clock = clock
-        self.login = DeviceLogin(
-            running.url,
-            "dna-cli",
-            cache=TokenCache(cache),
-            on_prompt=self._prompted,
-            sleep=self._sleep,
-            clock=lambda: clock().timestamp(),
-        )
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.prompted.wait(10)
-
-    def _prompted(self, prompt: DevicePrompt) -> None:
-        self.prompt = prompt
-        self.prompted.set()
-
-    def _sleep(self, seconds: float) -> None:
-        threading.Event().wait(0.2)
-        self.clock.advance(seconds)
-
-    def _run(self) -> None:
-        try:
-            self.result = self.login.access_token()
-        except Exception as exc:
-            self.result = exc
-        finally:
-            self.login.close()
-
-    def finish(self) -> Any:
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        return self.result
-
-
 def sign_in_and_decide(page: Any, prompt: DevicePrompt, action: str) -> None:
     assert prompt.verification_uri_complete is not None
     page.goto(prompt.verification_uri_complete)
@@ -216,9 +173,8 @@ def test_device_flow_approved_in_the_browser(
     page: Any, env: tuple[Any, ...], tmp_path: Path
 ) -> None:
     running, _emu, clock, _spa = env
-    device = PollingDevice(running, clock, tmp_path / "tokens.json")
-    assert device.prompt is not None
-    sign_in_and_decide(page, device.prompt, "approve")
+    device = PollingDevice(running, clock, TokenCache(tmp_path / "tokens.json"), real_wait=0.2)
+    sign_in_and_decide(page, device.start(), "approve")
     token = device.finish()
     assert isinstance(token, str), token
     import jwt
@@ -228,7 +184,6 @@ def test_device_flow_approved_in_the_browser(
 
 def test_device_flow_denied_in_the_browser(page: Any, env: tuple[Any, ...], tmp_path: Path) -> None:
     running, _emu, clock, _spa = env
-    device = PollingDevice(running, clock, tmp_path / "tokens.json")
-    assert device.prompt is not None
-    sign_in_and_decide(page, device.prompt, "deny")
+    device = PollingDevice(running, clock, TokenCache(tmp_path / "tokens.json"), real_wait=0.2)
+    sign_in_and_decide(page, device.start(), "deny")
     assert isinstance(device.finish(), LoginDenied)

@@ -9,10 +9,8 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
@@ -22,7 +20,7 @@ from broker_client.tokencache import TokenCache
 
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
-from tests.support.device import approve
+from tests.support.device import PollingDevice, approve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,59 +33,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningBroke
         yield running, clock
 
 
-class Device:
-    """A DeviceLogin running on its own thread, as a plug-in would run it, whose waits
-    move the broker's clock (plus a moment of real time, so the test thread can act)."""
-
-    def __init__(self, running: RunningBroker, clock: MovableClock, cache: TokenCache) -> None:
-        self.prompted = threading.Event()
-        self.prompt: DevicePrompt | None = None
-        self.result: Any = None
-        self.login = DeviceLogin(
-            running.url,
-            "dna-cli",
-            cache=cache,
-            on_prompt=self._on_prompt,
-            sleep=self._sleep,
-            clock=lambda: clock().timestamp(),
-        )
-        self.clock = clock
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _on_prompt(self, prompt: DevicePrompt) -> None:
-        self.prompt = prompt
-        self.prompted.set()
-
-    def _sleep(self, seconds: float) -> None:
-        threading.Event().wait(0.05)
-        self.clock.advance(seconds)
-
-    def _run(self) -> None:
-        try:
-            self.result = self.login.access_token()
-        except Exception as exc:
-            self.result = exc
-        finally:
-            self.login.close()
-
-    def start(self) -> DevicePrompt:
-        self.thread.start()
-        assert self.prompted.wait(10)
-        assert self.prompt is not None
-        return self.prompt
-
-    def finish(self) -> Any:
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        return self.result
-
-
 def test_device_login_approved_cached_and_refreshed(
     env: tuple[RunningBroker, MovableClock], tmp_path: Path
 ) -> None:
     running, clock = env
     cache = TokenCache(tmp_path / "tokens.json")
-    device = Device(running, clock, cache)
+    device = PollingDevice(running, clock, cache)
     prompt = device.start()
     assert re.fullmatch(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}", prompt.user_code)
     assert prompt.verification_uri == running.url + "/device"
@@ -122,7 +73,7 @@ def test_device_login_approved_cached_and_refreshed(
 def test_device_login_denied(env: tuple[RunningBroker, MovableClock], tmp_path: Path) -> None:
     running, clock = env
     cache = TokenCache(tmp_path / "tokens.json")
-    device = Device(running, clock, cache)
+    device = PollingDevice(running, clock, cache)
     prompt = device.start()
     with running.client() as browser:
         assert approve(browser, prompt.user_code, action="deny").status_code == 200
