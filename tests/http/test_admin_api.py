@@ -14,14 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.app import create_app
-from broker.demo import demo_clients
-from shotgrid_emulator import ShotGridEmulator
-from tests.support.broker import RunningBroker, broker_settings, broker_with_emulator
+from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
-from tests.support.flaky_store import FlakyStore
+from tests.support.flaky_store import FlakyStore, broker_on_flaky_store
 from tests.support.oidc import Flow, login_code
-from tests.support.servers import ServerThread, reserve_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -612,21 +608,8 @@ def test_rate_limit(tmp_path: Path, clock: MovableClock) -> None:
 @pytest.fixture
 def flaky(tmp_path: Path, clock: MovableClock) -> Iterator[tuple[str, FlakyStore]]:
     """A broker whose store can be switched off (tests/support/flaky_store.py)."""
-    emu = ShotGridEmulator.default(clock=clock)
-    site = ServerThread(emu.app).start()
-    port = reserve_port()
-    settings = broker_settings(tmp_path, site.url, port)
-    store = FlakyStore(settings.store_url or "")
-    app = create_app(
-        settings, store=store, clock=clock, seed_clients=demo_clients(), housekeeping=False
-    )  # type: ignore[arg-type]
-    server = ServerThread(app, port=port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", store
-    finally:
-        server.stop()
-        site.stop()
-        store.inner.close()
+    with broker_on_flaky_store(tmp_path, clock) as b:
+        yield b.url, b.store
 
 
 def test_store_down_is_503(flaky: tuple[str, FlakyStore]) -> None:

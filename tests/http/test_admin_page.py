@@ -15,14 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.app import create_app
-from broker.demo import demo_clients
 from shotgrid_emulator import ShotGridEmulator
-from tests.support.broker import RunningBroker, broker_settings, broker_with_emulator
+from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
-from tests.support.flaky_store import FlakyStore
+from tests.support.flaky_store import broker_on_flaky_store
 from tests.support.oidc import Flow, hidden_fields, login_code, query_of, submit_login
-from tests.support.servers import ServerThread, reserve_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -387,34 +384,24 @@ def test_shotgrid_unreachable_when_the_group_is_due_is_503_never_a_stale_yes(
 
 
 def test_store_down_is_a_503_page(tmp_path: Path, clock: MovableClock) -> None:
-    emu = ShotGridEmulator.default(clock=clock)
-    upstream = ServerThread(emu.app).start()
-    port = reserve_port()
-    settings = broker_settings(tmp_path, upstream.url, port)
-    store = FlakyStore(settings.store_url or "")
-    app = create_app(
-        settings, store=store, clock=clock, seed_clients=demo_clients(), housekeeping=False
-    )  # type: ignore[arg-type]
-    server = ServerThread(app, port=port).start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            sign_in(http, "frank")
-            confirm = http.get("/admin/keys/rotate")
-            store.down = True
-            for method, path, data in [
-                ("GET", "/admin?login=alice", None),
-                ("GET", "/admin/keys", None),
-                ("POST", "/admin/keys/rotate", {"csrf_token": form_token(confirm)}),
-            ]:
-                page = http.request(method, path, data=data)
-                assert page.status_code == 503, (path, page.text)
-                assert int(page.headers["retry-after"]) > 0
-            store.down = False
-            assert http.get("/admin/keys").status_code == 200
-    finally:
-        server.stop()
-        upstream.stop()
-        store.inner.close()
+    with (
+        broker_on_flaky_store(tmp_path, clock) as b,
+        httpx.Client(base_url=b.url, timeout=10) as http,
+    ):
+        store = b.store
+        sign_in(http, "frank")
+        confirm = http.get("/admin/keys/rotate")
+        store.down = True
+        for method, path, data in [
+            ("GET", "/admin?login=alice", None),
+            ("GET", "/admin/keys", None),
+            ("POST", "/admin/keys/rotate", {"csrf_token": form_token(confirm)}),
+        ]:
+            page = http.request(method, path, data=data)
+            assert page.status_code == 503, (path, page.text)
+            assert int(page.headers["retry-after"]) > 0
+        store.down = False
+        assert http.get("/admin/keys").status_code == 200
 
 
 def test_the_rate_limit_is_a_429_page(tmp_path: Path, clock: MovableClock) -> None:

@@ -10,13 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.app import create_app
-from broker.demo import demo_clients
 from shotgrid_emulator import ShotGridEmulator
-from tests.support.broker import broker_settings
 from tests.support.clock import MovableClock
-from tests.support.flaky_store import FlakyStore
-from tests.support.servers import ServerThread, reserve_port
+from tests.support.flaky_store import FlakyStore, broker_on_flaky_store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,21 +32,8 @@ def clock() -> MovableClock:
 
 @pytest.fixture
 def env(tmp_path: Path, clock: MovableClock) -> Iterator[Env]:
-    emu = ShotGridEmulator.default(clock=clock)
-    site = ServerThread(emu.app).start()
-    port = reserve_port()
-    settings = broker_settings(tmp_path, site.url, port, readyz_upstream_cache=5.0)
-    store = FlakyStore(settings.store_url or "")
-    app = create_app(
-        settings, store=store, clock=clock, seed_clients=demo_clients(), housekeeping=False
-    )  # type: ignore[arg-type]
-    server = ServerThread(app, port=port).start()
-    try:
-        yield Env(f"http://127.0.0.1:{port}", app, store, emu)
-    finally:
-        server.stop()
-        site.stop()
-        store.inner.close()
+    with broker_on_flaky_store(tmp_path, clock, readyz_upstream_cache=5.0) as b:
+        yield Env(b.url, b.app, b.store, b.emulator)
 
 
 def test_healthz_is_alive(env: Env) -> None:
