@@ -167,6 +167,46 @@ def test_old_keys_keep_verifying_after_rotation(
     assert validator.validate(old).sub == "101"
 
 
+def test_a_token_of_the_key_a_feed_refetch_is_fetching_waits_for_it(
+    broker: FakeBroker,
+    make_validator: Callable[..., TokenValidator],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At a rotation the feed, signed by the new key, can start the one rate-limited
+    refetch just before the first token of that key arrives: the token waits for that
+    refetch rather than being refused as signed by an unknown key (a CI run caught it)."""
+    validator = make_validator()
+    validator.validate(broker.mint())
+    assert validator.refresher.ready.wait(5)  # the first cycle (keys, feed) is done
+    entered, release = threading.Event(), threading.Event()
+    serve_jwks = broker.jwks
+
+    def held_jwks() -> dict[str, object]:
+        entered.set()
+        assert release.wait(10)
+        return serve_jwks()
+
+    monkeypatch.setattr(broker, "jwks", held_jwks)
+    broker.add_key("k2")  # the feed is now signed by k2
+    feed_read = threading.Thread(target=validator.refresher.refresh)
+    feed_read.start()
+    assert entered.wait(10)  # the feed's refetch for k2 is under way
+    need_kid = validator.refresher.need_kid
+
+    def need_kid_then_release(kid: str) -> object:
+        waiter = need_kid(kid)
+        release.set()
+        return waiter
+
+    monkeypatch.setattr(validator.refresher, "need_kid", need_kid_then_release)
+    try:
+        assert validator.validate(broker.mint()).sub == "101"
+    finally:
+        release.set()
+        feed_read.join(10)
+    assert broker.count("/jwks.json") == 2
+
+
 def test_a_burst_of_new_kid_tokens_from_threads_makes_one_request(
     broker: FakeBroker, make_validator: Callable[..., TokenValidator]
 ) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from .verify import (
     Clock,
     InvalidToken,
     JWKSUnavailable,
+    KeySet,
     UnknownKey,
     verify_typed_jws,
 )
@@ -145,8 +147,14 @@ class RevocationFeed:
             raise FeedUnavailable("the broker advertises no revocation_feed_endpoint")
         return uri
 
-    def fetch(self, client: httpx.Client) -> FeedPage | None:
-        """One read; None when the broker answered 304 (nothing changed)."""
+    def fetch(
+        self, client: httpx.Client, key_set_for: Callable[[str], KeySet] | None = None
+    ) -> FeedPage | None:
+        """One read; None when the broker answered 304 (nothing changed).
+
+        `key_set_for` runs the refetch a feed signed by a newer key asks for (default: the
+        cache's own); the refresher passes one that callers waiting for that key can see.
+        """
         self.reads += 1
         try:
             endpoint = self._endpoint(client)
@@ -170,7 +178,7 @@ class RevocationFeed:
                 float(retry) if retry.isdigit() else None,
             )
         try:
-            page = parse_feed(self._document(response), self.issuer)
+            page = parse_feed(self._document(response, key_set_for), self.issuer)
         except (MalformedFeed, InvalidToken, ValueError) as exc:
             raise FeedUnavailable(f"the revocation feed answered badly: {exc}") from exc
         etag = response.headers.get("etag")
@@ -181,7 +189,9 @@ class RevocationFeed:
             log.warning("the revocation feed sent %d malformed entries: skipped", page.skipped)
         return page
 
-    def _document(self, response: httpx.Response) -> Any:
+    def _document(
+        self, response: httpx.Response, key_set_for: Callable[[str], KeySet] | None
+    ) -> Any:
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if not self.signed:
             if kind != "application/json":
@@ -197,7 +207,10 @@ class RevocationFeed:
             claims = verify_typed_jws(token, keys, FEED_TYPE)
         except UnknownKey as exc:  # signed by a key newer than ours: one rate-limited refetch
             try:
-                keys = self.jwks.key_set_for(exc.kid) if exc.kid else self.jwks.key_set()
+                if not exc.kid:
+                    keys = self.jwks.key_set()
+                else:
+                    keys = (key_set_for or self.jwks.key_set_for)(exc.kid)
             except JWKSUnavailable as unavailable:
                 raise MalformedFeed(str(unavailable)) from unavailable
             claims = verify_typed_jws(token, keys, FEED_TYPE)
@@ -428,6 +441,20 @@ class Refresher:
         cycle_waiter.fire()
         self.ready.fire()
 
+    def _key_step_for(self, kid: str) -> KeySet:
+        """The refetch a feed signed by a newer key asks for, run as a key step: a
+        `validate` meeting the same new kid meanwhile is rate-limited out of its own
+        refetch, and waits for this one instead of refusing a good token."""
+        with self._lock:
+            waiter, self._keys_next = self._keys_next, Waiter()
+            self._keys_inflight = waiter
+        try:
+            return self.jwks.key_set_for(kid)
+        finally:
+            with self._lock:
+                self._keys_inflight = None
+            waiter.fire()
+
     def _refresh_keys(self, kids: set[str]) -> None:
         try:
             for kid in kids:
@@ -440,7 +467,7 @@ class Refresher:
     def _poll_feed(self, feed: RevocationFeed, revocations: RevocationSet) -> None:
         client = self.jwks.http_client()
         try:
-            page = feed.fetch(client)
+            page = feed.fetch(client, self._key_step_for)
         except FeedUnavailable as exc:
             self.feed_failures += 1
             now = self._clock()
