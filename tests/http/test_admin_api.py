@@ -17,7 +17,7 @@ import pytest
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.flaky_store import FlakyStore, broker_on_flaky_store
-from tests.support.oidc import Flow, login_code
+from tests.support.oidc import Flow, clock, http, login_code, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,21 +25,7 @@ PROBLEM = "application/problem+json"
 ADMIN = ("broker-admin", "broker-admin-secret")
 
 
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
-
-
-@pytest.fixture
-def running(tmp_path: Path, clock: MovableClock) -> Iterator[RunningBroker]:
-    with broker_with_emulator(tmp_path, clock) as (broker, _emu, _site):
-        yield broker
-
-
-@pytest.fixture
-def http(running: RunningBroker) -> Iterator[httpx.Client]:
-    with running.client() as client:
-        yield client
+__all__ = ["clock", "http", "running"]  # the shared fixtures, used by name
 
 
 def client_from(running: RunningBroker, address: str, agent: str) -> httpx.Client:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,10 +14,10 @@ import jwt
 import pytest
 
 from broker.store import ClientRecord
-from tests.support.broker import RunningBroker, broker_with_emulator
+from tests.support.broker import RunningBroker
 from tests.support.clock import MovableClock
 from tests.support.device import DEVICE_GRANT, approve, authorize_device, poll
-from tests.support.oidc import Flow, login_code
+from tests.support.oidc import Flow, clock, http, login_code, running
 from tests.support.receiver import Receiver, logout_receiver
 from tests.support.services import claims_of, login, revoke
 
@@ -26,21 +25,7 @@ EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ADMIN = ("broker-admin", "broker-admin-secret")
 
 
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
-
-
-@pytest.fixture
-def running(tmp_path: Path, clock: MovableClock) -> Iterator[RunningBroker]:
-    with broker_with_emulator(tmp_path, clock) as (broker, _emu, _site):
-        yield broker
-
-
-@pytest.fixture
-def http(running: RunningBroker) -> Iterator[httpx.Client]:
-    with running.client() as client:
-        yield client
+__all__ = ["clock", "http", "running"]  # the shared fixtures, used by name
 
 
 @pytest.fixture

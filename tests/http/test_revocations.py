@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +18,10 @@ from broker.tokens.revocation_feed import entry_lifetime
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
 from tests.support.flaky_store import FlakyStore
-from tests.support.oidc import Flow, login_code
+from tests.support.oidc import Flow, clock, http, login_code, running
 from tests.support.services import BACKEND, claims_of, exchange, header_of, login, revoke
 
-
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
-
-
-@pytest.fixture
-def running(tmp_path: Path, clock: MovableClock) -> Iterator[RunningBroker]:
-    with broker_with_emulator(tmp_path, clock) as (broker, _emu, _site):
-        yield broker
-
-
-@pytest.fixture
-def http(running: RunningBroker) -> Iterator[httpx.Client]:
-    with running.client() as client:
-        yield client
+__all__ = ["clock", "http", "running"]  # the shared fixtures, used by name
 
 
 class FrozenMonotonic:
