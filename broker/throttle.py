@@ -205,12 +205,22 @@ class LoginThrottle:
         nothing taken; a refusal by a counter with attempts in flight waits for them first
         (module docstring). Blocks the calling worker thread while it waits."""
         deadline = time.monotonic() + self.wait_bound
+        settled_seen = False
         while True:
             try:
                 return self._reserve_once(username, ip)
             except Throttled as refused:
-                if time.monotonic() >= deadline or not self._in_flight(refused.key):
+                if time.monotonic() >= deadline:
                     raise
+                if not self._in_flight(refused.key):
+                    # The counters were read before this look: an attempt may have settled
+                    # in between (a success frees its slot). With none in flight they are
+                    # as they will stay, so one more try at once decides.
+                    if settled_seen:
+                        raise
+                    settled_seen = True
+                    continue
+                settled_seen = False
             time.sleep(POLL_SECONDS)
 
     def _in_flight(self, key: str) -> bool:

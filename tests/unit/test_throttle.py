@@ -4,7 +4,7 @@ how each settlement leaves them, and the address each counter is kept for."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -202,6 +202,47 @@ def test_a_full_limit_of_attempts_in_flight_makes_the_next_wait_not_fail(
     assert counts(throttle, "alice", "192.0.2.7")[0] == 1  # its own slot, after the reset
     attempt.succeeded()
     assert counts(throttle, "alice", "192.0.2.7") == (0, 0, 0)
+
+
+class SettlingStore(SQLiteStore):
+    """The real store, running `before_flight_look` once, just before an attempt's first
+    look at the in-flight marks: an interleaving that otherwise needs luck to happen."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.before_flight_look: Callable[[], None] | None = None
+
+    def read_counter(self, key: str, now: Any, window: Any) -> Any:
+        hook = self.before_flight_look
+        if hook is not None and key == flight_key(pair_key("alice", "192.0.2.7")):
+            self.before_flight_look = None
+            hook()
+        return super().read_counter(key, now, window)
+
+
+def test_an_attempt_that_settles_between_a_refusal_and_the_look_at_flight_lets_the_next_in(
+    tmp_path: Path,
+) -> None:
+    """The second attempt is refused while the first is in flight; the first succeeds
+    before the second looks at the in-flight marks, so it finds none. The counters it was
+    refused by have changed meanwhile: it tries again rather than refusing a free slot (a
+    parallel CI run caught this)."""
+    store = SettlingStore(tmp_path / "settling.db")
+    try:
+        throttle = make(store, MovableClock(), login_max_failures_per_user_ip=1)
+        first = throttle.reserve("alice", "192.0.2.7")
+        store.before_flight_look = first.succeeded
+        second = throttle.reserve("alice", "192.0.2.7")
+        assert store.before_flight_look is None  # the interleaving did happen
+        assert counts(throttle, "alice", "192.0.2.7")[0] == 1
+        second.succeeded()
+        # With the first one failed instead, the second is still refused.
+        third = throttle.reserve("alice", "192.0.2.7")
+        store.before_flight_look = third.failed
+        with pytest.raises(Throttled):
+            throttle.reserve("alice", "192.0.2.7")
+    finally:
+        store.close()
 
 
 def test_a_waiter_is_refused_when_the_attempt_in_flight_fails(
