@@ -3,7 +3,6 @@ grant's whole job, or its figure would flatter the reference the broker is held 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -11,16 +10,12 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-FLOOR = Path(__file__).resolve().parents[2] / "bench" / "floor_app.py"
+from tests.support.bench import load_bench
 
 
 @pytest.fixture(scope="module")
 def floor_app() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("floor_app", FLOOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("floor_app")
 
 
 @pytest.mark.parametrize("alg", ["RS256", "ES256"])

@@ -4,7 +4,6 @@ authentication, durable tokens, its log lines), or its figure would flatter the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import sqlite3
@@ -16,9 +15,9 @@ import httpx
 import jwt
 import pytest
 
+from tests.support.bench import load_bench
 from tests.support.servers import ServerThread, reserve_port
 
-STACK_FLOOR = Path(__file__).resolve().parents[2] / "bench" / "peer_stack_floor.py"
 LOGIN = {
     "grant_type": "password",
     "username": "alice",
@@ -30,11 +29,7 @@ LOGIN = {
 
 @pytest.fixture(scope="module")
 def stack_floor() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("peer_stack_floor", STACK_FLOOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("peer_stack_floor")
 
 
 @pytest.fixture
