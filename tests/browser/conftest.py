@@ -24,6 +24,8 @@ from tests.support.clock import MovableClock
 from tests.support.servers import ServerThread
 
 CHROMIUM = "/usr/bin/chromium"
+TIMEOUT_MS = 15_000
+"""How long any page step may take on a machine loaded by the parallel suite."""
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -92,6 +94,18 @@ def browser(chromium_path: str) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) and its page, closed after the test."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,19 +18,7 @@ from tests.support.broker import RunningBroker
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
 
-TIMEOUT_MS = 15_000
 ALICE_ADDRESS = "127.0.0.2"
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    try:
-        yield page
-    finally:
-        context.close()
 
 
 def alice_at_her_desk(running: RunningBroker) -> httpx.Client:

@@ -17,7 +17,7 @@ from broker_client.login import DevicePrompt, LoginDenied
 from broker_client.tokencache import TokenCache
 
 from shotgrid_emulator import ShotGridEmulator
-from tests.browser.conftest import spa_app
+from tests.browser.conftest import TIMEOUT_MS, spa_app
 from tests.browser.test_sso import start, wait_status
 from tests.support.broker import RunningBroker, broker_with_emulator
 from tests.support.clock import MovableClock
@@ -27,8 +27,6 @@ from tests.support.oidc import Flow
 from tests.support.servers import ServerThread
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
-
-TIMEOUT_MS = 15_000
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +43,6 @@ def env(
             yield running, emu, clock, spa.url
         finally:
             spa.stop()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    try:
-        yield page
-    finally:
-        context.close()
 
 
 def open_login_page(page: Any, spa: str, running: RunningBroker) -> None:

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.browser.conftest import TIMEOUT_MS
 from tests.support.broker import RunningBroker
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
-
-TIMEOUT_MS = 15_000
 
 
 def status(page: Any) -> str:
